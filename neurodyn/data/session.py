@@ -107,7 +107,9 @@ def make_session(
     if y.size == 0:
         raise SessionError(f"{where}: 'y' is empty (shape {y.shape})")
     if y.ndim != 3:
-        raise SessionError(f"{where}: 'y' must have shape (trials, T, N), got rank {y.ndim} {y.shape}")
+        raise SessionError(
+            f"{where}: 'y' must have shape (trials, T, N), got rank {y.ndim} {y.shape}"
+        )
     if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
         raise SessionError(f"{where}: 'y' must be numeric, got dtype {y.dtype}")
     y = y.astype(np.float64)
@@ -120,12 +122,18 @@ def make_session(
         )
     y = np.where(mask, y, 0.0)
     if likelihood is not None and likelihood not in LIKELIHOODS:
-        raise SessionError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+        raise SessionError(
+            f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
+        )
     if likelihood == "poisson":
         if (y < 0).any():
-            raise SessionError(f"{where}: Poisson likelihood needs counts >= 0, 'y' has negative values")
+            raise SessionError(
+                f"{where}: Poisson likelihood needs counts >= 0, 'y' has negative values"
+            )
         if not np.allclose(y, np.round(y)):
-            raise SessionError(f"{where}: Poisson likelihood needs integer counts, 'y' has non-integers")
+            raise SessionError(
+                f"{where}: Poisson likelihood needs integer counts, 'y' has non-integers"
+            )
     trials, T, _ = y.shape
     states = _optional(states, "states", (trials, T), where, np.int32)
     behavior = _optional(behavior, "behavior", (trials, T, None), where, np.float32)
@@ -167,7 +175,9 @@ def _optional(x, key, shape, where, dtype):
     if x is None:
         return None
     x = np.asarray(x)
-    ok = x.ndim == len(shape) and all(s is None or s == d for s, d in zip(shape, x.shape, strict=False))
+    ok = x.ndim == len(shape) and all(
+        s is None or s == d for s, d in zip(shape, x.shape, strict=False)
+    )
     if not ok:
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise SessionError(f"{where}: '{key}' has shape {x.shape}, expected {want}")
@@ -259,6 +269,7 @@ def split_trials(session: Session, num_train: int) -> tuple[Session, Session]:
     """First ``num_train`` trials and the rest, as two sessions."""
     if not 0 < num_train < session.num_trials:
         raise SessionError(
-            f"{session.name}: cannot split {session.num_trials} trials into {num_train} and the rest"
+            f"{session.name}: cannot split {session.num_trials} trials "
+            f"into {num_train} and the rest"
         )
     return session.select(slice(0, num_train)), session.select(slice(num_train, None))

@@ -1,4 +1,5 @@
-"""The run folder: ``config.json``, ``params.npz``, ``loss.csv``, ``metrics.json``, ``posterior.nc``.
+"""The run folder: ``config.json``, ``params.npz``, ``loss.csv``, ``metrics.json``,
+``posterior.nc``.
 
 Parameters are stored leaf by leaf under their pytree paths, so that files stay plain arrays
 (no pickled code); loading puts them back into a template with the same structure, which a
@@ -42,9 +43,13 @@ def load_params(path, template):
     for p, v in leaves:
         key = jax.tree_util.keystr(p)
         if key not in saved:
-            raise RunError(f"{path}: parameter {key} is missing; was the run made by another version?")
+            raise RunError(
+                f"{path}: parameter {key} is missing; was the run made by another version?"
+            )
         if saved[key].shape != np.shape(v):
-            raise RunError(f"{path}: parameter {key} has shape {saved[key].shape}, expected {np.shape(v)}")
+            raise RunError(
+                f"{path}: parameter {key} has shape {saved[key].shape}, expected {np.shape(v)}"
+            )
         values.append(saved[key])
     return jax.tree_util.tree_unflatten(treedef, values)
 

@@ -192,9 +192,8 @@ def fit(
                 bar.update(n)
                 bar.set_postfix(loss=f"{np.mean(chunk_losses):.4g}")
             if not np.isfinite(chunk_losses).all():
-                raise FloatingPointError(
-                    f"the loss became NaN/Inf at step {step - n + int(np.argmin(np.isfinite(chunk_losses)))}"
-                )
+                first_bad = step - n + int(np.argmin(np.isfinite(chunk_losses)))
+                raise FloatingPointError(f"the loss became NaN/Inf at step {first_bad}")
             if out_dir and checkpoint_every and step - last_checkpoint >= checkpoint_every:
                 _save_checkpoint(out_dir, state, losses)
                 last_checkpoint = step

@@ -15,8 +15,19 @@ import numpyro.distributions as dist
 
 # Distributions allowed in a spec: the ones a user of these models plausibly wants.
 _ALLOWED = (
-    "Normal", "StudentT", "Laplace", "Cauchy", "HalfNormal", "HalfCauchy", "LogNormal", "Gamma",
-    "InverseGamma", "Exponential", "Beta", "Uniform", "Dirichlet",
+    "Normal",
+    "StudentT",
+    "Laplace",
+    "Cauchy",
+    "HalfNormal",
+    "HalfCauchy",
+    "LogNormal",
+    "Gamma",
+    "InverseGamma",
+    "Exponential",
+    "Beta",
+    "Uniform",
+    "Dirichlet",
 )
 
 
@@ -58,7 +69,7 @@ def _number(node):
 
 
 def parse_assignments(items) -> dict[str, str]:
-    """``["a=Normal(0,1)", ...]`` -> ``{"a": "Normal(0,1)"}``, each spec checked by :func:`parse`."""
+    """``["a=Normal(0,1)", ...]`` -> ``{"a": "Normal(0,1)"}``; each spec is checked."""
     out = {}
     for item in items or ():
         site, sep, spec = item.partition("=")

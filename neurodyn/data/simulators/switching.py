@@ -1,0 +1,158 @@
+"""Simulators for the switching family: Lorenz (two lobes) and NASCAR (rSLDS paper).
+
+Both return a :class:`~neurodyn.data.Session` with ``states`` (the true discrete state per bin)
+and ``latents`` (the true continuous trajectory), observed through random neurons.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..session import Session, make_session
+
+LORENZ_SIGMA, LORENZ_RHO, LORENZ_BETA = 10.0, 28.0, 8.0 / 3.0
+
+
+def _lorenz_field(x: np.ndarray) -> np.ndarray:
+    """dx/dt of the Lorenz system; x: (..., 3)."""
+    a, b, c = x[..., 0], x[..., 1], x[..., 2]
+    return np.stack(
+        [LORENZ_SIGMA * (b - a), a * (LORENZ_RHO - c) - b, a * b - LORENZ_BETA * c], axis=-1
+    )
+
+
+def _rk4(field, x, dt):
+    k1 = field(x)
+    k2 = field(x + 0.5 * dt * k1)
+    k3 = field(x + 0.5 * dt * k2)
+    k4 = field(x + dt * k3)
+    return x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def lorenz_lobes(latents: np.ndarray) -> np.ndarray:
+    """Lobe label per bin: which of the two non-trivial fixed points (+-sqrt(beta (rho - 1)),
+    same, rho - 1) is nearer in the (x, y) plane, i.e. the sign of x + y. latents: (..., 3)
+    in Lorenz coordinates (or any positive rescaling of them centred like them)."""
+    return (latents[..., 0] + latents[..., 1] > 0).astype(np.int32)
+
+
+def _observe(rng, latents, num_neurons, likelihood, noise_scale, rate_scale):
+    """Random readout of (trials, T, D) latents into (trials, T, N) observations."""
+    D = latents.shape[-1]
+    C = rng.normal(size=(D, num_neurons)) / np.sqrt(D)
+    d = rng.normal(size=num_neurons) * 0.2
+    drive = latents @ C + d
+    if likelihood == "gaussian":
+        return drive + noise_scale * rng.normal(size=drive.shape)
+    if likelihood == "poisson":
+        rate = rate_scale * np.log1p(np.exp(drive + 0.5))
+        return rng.poisson(rate).astype(np.float32)
+    raise ValueError(f"unknown likelihood {likelihood!r}; choose gaussian or poisson")
+
+
+def simulate_lorenz(
+    *,
+    seed: int = 0,
+    likelihood: str = "gaussian",
+    num_trials: int = 16,
+    num_timesteps: int = 200,
+    num_neurons: int = 10,
+    dt: float = 0.05,
+    noise_scale: float = 0.1,
+    rate_scale: float = 2.0,
+) -> Session:
+    """Lorenz attractor trajectories switching between its two lobes (state = lobe).
+
+    Each trial starts from a random point near the attractor (after a burn-in), is integrated
+    with RK4 (10 sub-steps per bin of ``dt`` time units), standardised as a whole (so the latents
+    are O(1)), and read out through ``num_neurons`` random linear neurons with Gaussian noise or
+    Poisson counts (softplus rate times ``rate_scale``).
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(num_trials, 3)) * 5 + np.array([0.0, 0.0, 25.0])
+    substeps = 10
+    for _ in range(500):  # burn-in onto the attractor
+        x = _rk4(_lorenz_field, x, dt / substeps)
+    path = np.empty((num_trials, num_timesteps, 3))
+    for t in range(num_timesteps):
+        for _ in range(substeps):
+            x = _rk4(_lorenz_field, x, dt / substeps)
+        path[:, t] = x
+    states = lorenz_lobes(path)
+    latents = (path - path.mean((0, 1))) / path.std((0, 1))
+    y = _observe(rng, latents, num_neurons, likelihood, noise_scale, rate_scale)
+    return make_session(
+        y,
+        states=states,
+        latents=latents,
+        dt=dt,
+        name="lorenz",
+        meta={"simulator": "lorenz", "seed": seed, "likelihood": likelihood, "dt": dt},
+        likelihood=likelihood,
+    )
+
+
+def _nascar_state(z: np.ndarray) -> np.ndarray:
+    """The NASCAR track's state from the position: 0 = right turn (x > 1), 1 = left turn
+    (x < -1), 2 = top straight going left (y > 0), 3 = bottom straight going right."""
+    x, y = z[..., 0], z[..., 1]
+    return np.where(x > 1, 0, np.where(x < -1, 1, np.where(y > 0, 2, 3))).astype(np.int32)
+
+
+def _rotation(theta: float) -> np.ndarray:
+    return np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+
+
+def simulate_nascar(
+    *,
+    seed: int = 0,
+    likelihood: str = "gaussian",
+    num_trials: int = 8,
+    num_timesteps: int = 400,
+    num_neurons: int = 10,
+    process_noise: float = 1e-3,
+    noise_scale: float = 0.2,
+    rate_scale: float = 2.0,
+) -> Session:
+    """The rSLDS paper's NASCAR track (Linderman et al. 2017): a 2-D latent circulating an oval.
+
+    Four linear regimes chosen by the position (a recurrent SLDS): rotations by a fixed angle
+    about (+1, 0) and (-1, 0) on the two turns, constant velocity left on the top straight and
+    right on the bottom one (each also pulling its lane back to y = +-1). Turn speed and
+    straight speed are matched (a lap of 2 half-circles
+    of radius 1 and 2 straights of length 2 at about 0.1 per bin).
+    """
+    rng = np.random.default_rng(seed)
+    speed = 0.1
+    R = _rotation(speed)  # arc length per bin on a radius-1 turn equals the straight speed
+    centres = np.array([[1.0, 0.0], [-1.0, 0.0]])
+
+    def step(z, s):
+        out = np.empty_like(z)
+        for k in (0, 1):
+            on = s == k
+            out[on] = (z[on] - centres[k]) @ R.T + centres[k]
+        # Straights move at constant speed and pull the lane back to y = +-1 (affine maps), so
+        # that noise does not make the track's radius wander.
+        for k, (vx, lane) in {2: (-speed, 1.0), 3: (speed, -1.0)}.items():
+            on = s == k
+            out[on, 0] = z[on, 0] + vx
+            out[on, 1] = z[on, 1] + 0.2 * (lane - z[on, 1])
+        return out
+
+    z = np.stack([rng.uniform(-1, 1, num_trials), rng.choice([-1.0, 1.0], num_trials)], axis=1)
+    latents = np.empty((num_trials, num_timesteps, 2))
+    states = np.empty((num_trials, num_timesteps), np.int32)
+    for t in range(num_timesteps):
+        s = _nascar_state(z)
+        latents[:, t], states[:, t] = z, s
+        z = step(z, s) + np.sqrt(process_noise) * rng.normal(size=z.shape)
+    y = _observe(rng, latents, num_neurons, likelihood, noise_scale, rate_scale)
+    return make_session(
+        y,
+        states=states,
+        latents=latents,
+        name="nascar",
+        meta={"simulator": "nascar", "seed": seed, "likelihood": likelihood},
+        likelihood=likelihood,
+    )
