@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recordings", type=_positive, help="recordings (multi-recording simulators)")
     s.add_argument("--test-out", help="also write held-out trials to this .npz (same neurons)")
     s.add_argument("--test-trials", type=_positive, default=4, help="trials for --test-out")
-    s.set_defaults(run=cmd_simulate)
+    s.set_defaults(handler=cmd_simulate)
 
     f = sub.add_parser("fit", help="fit a model to session files; writes a run folder")
     f.add_argument(
@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=_positive, help="trials per SVI step")
     f.add_argument("--resume", action="store_true", help="continue an interrupted fit in --out")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
-    f.set_defaults(run=cmd_fit)
+    f.set_defaults(handler=cmd_fit)
 
     a = sub.add_parser("adapt", help="few-shot adaptation of a meta-family run to a new recording")
     a.add_argument("run")
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True)
     a.add_argument("--steps", type=_positive)
     a.add_argument("--seed", type=int, default=0)
-    a.set_defaults(run=cmd_adapt)
+    a.set_defaults(handler=cmd_adapt)
 
     e = sub.add_parser("evaluate", help="metrics of a run on session files")
     e.add_argument("run")
@@ -362,24 +362,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", type=_positive, default=32, help="Monte Carlo samples")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", help="also write the metrics to this file")
-    e.set_defaults(run=cmd_evaluate)
+    e.set_defaults(handler=cmd_evaluate)
 
     c = sub.add_parser("compare", help="compare runs by held-out elpd")
     c.add_argument("runs", nargs="+")
     c.add_argument("--data", required=True, nargs="+")
-    c.set_defaults(run=cmd_compare)
+    c.set_defaults(handler=cmd_compare)
 
     r = sub.add_parser("report", help="PNG figures of a run on session files")
     r.add_argument("run")
     r.add_argument("data", nargs="+")
     r.add_argument("--out", required=True)
-    r.set_defaults(run=cmd_report)
+    r.set_defaults(handler=cmd_report)
 
     d = sub.add_parser("demo", help="simulate Lorenz, fit srnn, evaluate, write figures")
     d.add_argument("--out", default="demo_run")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true")
-    d.set_defaults(run=cmd_demo)
+    d.set_defaults(handler=cmd_demo)
     return p
 
 
@@ -400,7 +400,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        args.run(args)
+        args.handler(args)
     except KeyboardInterrupt:
         print(
             "interrupted; a checkpoint was kept where possible (neurodyn fit ... --resume)",

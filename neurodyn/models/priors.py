@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping
 
+import numpy as np
 import numpyro.distributions as dist
 
 # Distributions allowed in a spec: the ones a user of these models plausibly wants.
@@ -65,7 +66,7 @@ def _number(node):
     )
     if not ok or isinstance(value, bool):
         raise ValueError(node)
-    return [float(v) for v in value] if isinstance(value, list | tuple) else float(value)
+    return np.asarray(value, np.float32) if isinstance(value, list | tuple) else float(value)
 
 
 def parse_assignments(items) -> dict[str, str]:

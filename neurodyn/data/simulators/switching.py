@@ -64,8 +64,7 @@ def simulate_lorenz(
     """Lorenz attractor trajectories switching between its two lobes (state = lobe).
 
     Each trial starts from a random point near the attractor (after a burn-in), is integrated
-    with RK4 (10 sub-steps per bin of ``dt`` time units), standardised as a whole (so the latents
-    are O(1)), and read out through ``num_neurons`` random linear neurons with Gaussian noise or
+    with RK4 (10 sub-steps per bin of ``dt`` time units), scaled to unit spread per axis (z centred), and read out through ``num_neurons`` random linear neurons with Gaussian noise or
     Poisson counts (softplus rate times ``rate_scale``).
     """
     rng = np.random.default_rng(seed)
@@ -79,7 +78,9 @@ def simulate_lorenz(
             x = _rk4(_lorenz_field, x, dt / substeps)
         path[:, t] = x
     states = lorenz_lobes(path)
-    latents = (path - path.mean((0, 1))) / path.std((0, 1))
+    # Scale each axis to unit spread; centre only z, so the lobes stay on either side of x + y = 0.
+    centre = np.array([0.0, 0.0, path[..., 2].mean()])
+    latents = (path - centre) / path.std((0, 1))
     y = _observe(rng, latents, num_neurons, likelihood, noise_scale, rate_scale)
     return make_session(
         y,
