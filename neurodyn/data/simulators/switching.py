@@ -64,8 +64,9 @@ def simulate_lorenz(
     """Lorenz attractor trajectories switching between its two lobes (state = lobe).
 
     Each trial starts from a random point near the attractor (after a burn-in), is integrated
-    with RK4 (10 sub-steps per bin of ``dt`` time units), scaled to unit spread per axis (z centred), and read out through ``num_neurons`` random linear neurons with Gaussian noise or
-    Poisson counts (softplus rate times ``rate_scale``).
+    with RK4 (10 sub-steps per bin of ``dt`` time units), scaled to unit spread (z centred),
+    and read out through ``num_neurons`` random linear neurons with Gaussian noise or Poisson
+    counts (softplus rate times ``rate_scale``).
     """
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(num_trials, 3)) * 5 + np.array([0.0, 0.0, 25.0])
@@ -78,9 +79,11 @@ def simulate_lorenz(
             x = _rk4(_lorenz_field, x, dt / substeps)
         path[:, t] = x
     states = lorenz_lobes(path)
-    # Scale each axis to unit spread; centre only z, so the lobes stay on either side of x + y = 0.
+    # Unit spread; x and y share one scale and only z is centred, so that the lobes stay on
+    # either side of x + y = 0.
     centre = np.array([0.0, 0.0, path[..., 2].mean()])
-    latents = (path - centre) / path.std((0, 1))
+    xy_scale = path[..., :2].std()
+    latents = (path - centre) / np.array([xy_scale, xy_scale, path[..., 2].std()])
     y = _observe(rng, latents, num_neurons, likelihood, noise_scale, rate_scale)
     return make_session(
         y,

@@ -1,0 +1,268 @@
+"""Exact inference for a discrete Markov chain: the core under every switching model.
+
+A chain of ``K`` states runs for ``T`` bins. Its log potentials are
+
+* ``log_init[i]``: the initial term for ``s_1 = i``,
+* ``log_trans[t, i, j]``: the transition from ``s_t = i`` to ``s_{t+1} = j`` (a single ``[K, K]``
+  matrix when the chain is stationary), rows indexing the state moved *from*,
+* ``log_lik[t, k]``: the log likelihood of bin ``t`` under ``s_t = k``; bins with
+  ``mask[t] = False`` are missing, their likelihood is taken as 1 but the chain still runs
+  through them.
+
+Every function here works with the sum over all ``K**T`` paths,
+
+    Z = sum_s exp(log_init[s_1] + sum_t log_trans[t, s_t, s_{t+1}] + sum_t log_lik[t, s_t]),
+
+which is ``p(y)`` when the potentials are normalized probabilities. The forward recursion
+computes it in ``O(T K^2)``: with ``alpha_1 = log_init + log_lik[0]``,
+
+    alpha_{t+1}[j] = logsumexp_i(alpha_t[i] + log_trans[t, i, j]) + log_lik[t + 1, j],
+
+and ``log Z = logsumexp(alpha_T)``. Written with the transfer matrices
+``A_t[i, j] = log_trans[t, i, j] + log_lik[t + 1, j]``, each ``alpha_t`` is a prefix product
+``alpha_1 (x) A_1 (x) ... (x) A_{t-1}`` in the (logsumexp, +) semiring. That product is
+associative, so ``method="parallel"`` evaluates all prefixes with ``lax.associative_scan`` in
+``O(log T)`` depth, while ``method="sequential"`` runs the recursion with ``lax.scan``.
+
+Smoothing needs no backward pass of its own: ``log Z`` is a log-sum-exp of scores that are
+linear in the potentials, so its gradient is an expectation under the posterior,
+
+    d log Z / d log_lik[t, k]      = p(s_t = k | y),
+    d log Z / d log_trans[t, i, j] = p(s_t = i, s_{t+1} = j | y),
+
+and reverse-mode differentiation of the forward pass *is* the forward-backward algorithm.
+
+Numerics: float32 throughout. Forward messages are rescaled by their (gradient-free) maximum
+at every step and the scales summed separately, so messages stay O(1) however long the
+sequence. The log-sum-exp here returns ``-inf`` with a zero gradient when all its terms are
+``-inf`` (an unreachable state, a forbidden transition), so no NaN reaches values or gradients.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+METHODS = ("sequential", "parallel")
+
+
+class Posterior(NamedTuple):
+    """Posterior over the state path, as returned by :func:`smooth`.
+
+    Attributes:
+        log_marginal: scalar ``log p(y)``.
+        marginals: ``[T, K]``, ``marginals[t, k] = p(s_t = k | y)``.
+        pairwise: ``[T-1, K, K]``, ``pairwise[t, i, j] = p(s_t = i, s_{t+1} = j | y)``.
+    """
+
+    log_marginal: jax.Array
+    marginals: jax.Array
+    pairwise: jax.Array
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+
+def log_marginal(log_init, log_trans, log_lik, mask=None, method="sequential"):
+    """Log of the sum over all state paths, ``log p(y)`` for normalized potentials.
+
+    Args:
+        log_init: ``[K]`` log initial probabilities.
+        log_trans: ``[K, K]`` or time-varying ``[T-1, K, K]`` log transition probabilities;
+            ``log_trans[t, i, j]`` moves from ``s_t = i`` to ``s_{t+1} = j``.
+        log_lik: ``[T, K]`` log likelihood of each bin under each state.
+        mask: optional bool ``[T]``; ``False`` marks a missing bin, whose likelihood is ignored.
+        method: ``"sequential"`` (``lax.scan``) or ``"parallel"`` (``lax.associative_scan``).
+
+    Returns:
+        Scalar log marginal likelihood. Differentiable in all three potentials.
+    """
+    log_init, trans, lik = _prepare(log_init, log_trans, log_lik, mask, method)
+    return _log_partition(log_init, trans, lik, method)
+
+
+def smooth(log_init, log_trans, log_lik, mask=None, method="sequential"):
+    """Smoothed single-bin and pairwise state marginals.
+
+    Arguments as in :func:`log_marginal`.
+
+    Returns:
+        :class:`Posterior` with ``log_marginal`` (scalar), ``marginals`` ``[T, K]`` and
+        ``pairwise`` ``[T-1, K, K]``. When the data are impossible (``log_marginal = -inf``)
+        the marginals are all zero.
+    """
+    log_init, trans, lik = _prepare(log_init, log_trans, log_lik, mask, method)
+    value, (pairwise, marginals) = jax.value_and_grad(_log_partition, argnums=(1, 2))(
+        log_init, trans, lik, method
+    )
+    return Posterior(log_marginal=value, marginals=marginals, pairwise=pairwise)
+
+
+def viterbi(log_init, log_trans, log_lik, mask=None):
+    """Most likely state path (max-product recursion with backpointers).
+
+    Arguments as in :func:`log_marginal`.
+
+    Returns:
+        int32 ``[T]`` path maximizing the path score; ties go to the lowest state index.
+    """
+    log_init, trans, lik = _prepare(log_init, log_trans, log_lik, mask, "sequential")
+
+    def forward(best, inputs):
+        trans_t, lik_t = inputs
+        scores = best[:, None] + trans_t  # [from, to]
+        return jnp.max(scores, axis=0) + lik_t, jnp.argmax(scores, axis=0)
+
+    best_last, backpointers = lax.scan(forward, log_init + lik[0], (trans, lik[1:]))
+    last = jnp.argmax(best_last).astype(jnp.int32)
+
+    def backtrack(next_state, pointers_t):
+        state = pointers_t[next_state].astype(jnp.int32)
+        return state, state
+
+    _, path = lax.scan(backtrack, last, backpointers, reverse=True)
+    return jnp.concatenate([path, last[None]])
+
+
+def sample(key, log_init, log_trans, log_lik, mask=None, num_samples=1):
+    """Posterior state paths by forward filtering, backward sampling.
+
+    Args:
+        key: PRNG key.
+        log_init, log_trans, log_lik, mask: as in :func:`log_marginal`.
+        num_samples: number of independent paths.
+
+    Returns:
+        int32 ``[num_samples, T]`` paths drawn from ``p(s | y)``.
+    """
+    log_init, trans, lik = _prepare(log_init, log_trans, log_lik, mask, "sequential")
+    alphas = _filter_sequential(log_init, trans, lik)[0]
+    num_bins = lik.shape[0]
+
+    def draw(key):
+        keys = jax.random.split(key, num_bins)
+        last = jax.random.categorical(keys[-1], alphas[-1]).astype(jnp.int32)
+
+        def backward(next_state, inputs):
+            key_t, alpha_t, trans_t = inputs
+            state = jax.random.categorical(key_t, alpha_t + trans_t[:, next_state])
+            state = state.astype(jnp.int32)
+            return state, state
+
+        _, path = lax.scan(backward, last, (keys[:-1], alphas[:-1], trans), reverse=True)
+        return jnp.concatenate([path, last[None]])
+
+    return jax.vmap(draw)(jax.random.split(key, num_samples))
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward pass
+# ----------------------------------------------------------------------------------------------
+
+
+def _log_partition(log_init, trans, lik, method):
+    """``log Z`` from prepared potentials: ``[K]``, ``[T-1, K, K]``, masked ``[T, K]``."""
+    forward = _filter_sequential if method == "sequential" else _filter_parallel
+    alphas, log_scale = forward(log_init, trans, lik)
+    return log_scale + _logsumexp(alphas[-1], axis=-1)
+
+
+def _filter_sequential(log_init, trans, lik):
+    """Rescaled forward messages by ``lax.scan``.
+
+    Returns ``alphas [T, K]``, each row the forward message up to a constant, and the scalar
+    ``log_scale`` such that ``log Z = log_scale + logsumexp(alphas[-1])``.
+    """
+
+    def step(carry, inputs):
+        alpha, log_scale = carry
+        trans_t, lik_t = inputs
+        alpha, shift = _rescale(_logsumexp(alpha[:, None] + trans_t, axis=0) + lik_t, axis=-1)
+        return (alpha, log_scale + shift), alpha
+
+    alpha_1, shift_1 = _rescale(log_init + lik[0], axis=-1)
+    (_, log_scale), alphas = lax.scan(step, (alpha_1, shift_1), (trans, lik[1:]))
+    return jnp.concatenate([alpha_1[None], alphas]), log_scale
+
+
+def _filter_parallel(log_init, trans, lik):
+    """Rescaled forward messages by ``lax.associative_scan``; returns as the sequential form.
+
+    The initial message enters as a rank-one transfer matrix whose every row is
+    ``alpha_1``, so row 0 of the ``t``-th prefix product is ``alpha_t``.
+    """
+    num_states = log_init.shape[0]
+    first = jnp.broadcast_to(log_init + lik[0], (1, num_states, num_states))
+    transfers = jnp.concatenate([first, trans + lik[1:, None, :]])  # [T, K, K]
+    transfers, shifts = _rescale(transfers, axis=(-2, -1))
+
+    def combine(earlier, later):
+        product, shift = _rescale(_log_matmul(earlier[0], later[0]), axis=(-2, -1))
+        return product, earlier[1] + later[1] + shift
+
+    prefixes, log_scales = lax.associative_scan(combine, (transfers, shifts))
+    return prefixes[:, 0, :], log_scales[-1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Log-space helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _logsumexp(x, axis):
+    """Log-sum-exp that gives ``-inf`` with a zero (not NaN) gradient when all terms are -inf."""
+    peak = jnp.max(x, axis=axis, keepdims=True)
+    peak = lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
+    total = jnp.sum(jnp.exp(x - peak), axis=axis)
+    positive = total > 0
+    log_total = jnp.where(positive, jnp.log(jnp.where(positive, total, 1.0)), -jnp.inf)
+    return log_total + jnp.squeeze(peak, axis)
+
+
+def _rescale(x, axis):
+    """Subtract the (finite, gradient-free) maximum over ``axis``; return it as the shift."""
+    peak = jnp.max(x, axis=axis, keepdims=True)
+    peak = lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
+    return x - peak, jnp.squeeze(peak, axis)
+
+
+def _log_matmul(a, b):
+    """Matrix product in the (logsumexp, +) semiring over the last two axes."""
+    return _logsumexp(a[..., :, :, None] + b[..., None, :, :], axis=-2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument checks
+# ----------------------------------------------------------------------------------------------
+
+
+def _prepare(log_init, log_trans, log_lik, mask, method):
+    """Check shapes (at trace time) and return ``log_init``, per-step ``[T-1, K, K]``
+    transitions and the masked ``[T, K]`` log likelihood."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    log_init, log_trans, log_lik = (jnp.asarray(x) for x in (log_init, log_trans, log_lik))
+    if log_lik.ndim != 2 or log_lik.shape[0] < 1:
+        raise ValueError(f"log_lik must have shape [T, K] with T >= 1, got {log_lik.shape}")
+    num_bins, num_states = log_lik.shape
+    if log_init.shape != (num_states,):
+        raise ValueError(f"log_init must have shape [K] = ({num_states},), got {log_init.shape}")
+    stationary = (num_states, num_states)
+    if log_trans.shape == stationary:
+        log_trans = jnp.broadcast_to(log_trans, (num_bins - 1, *stationary))
+    elif log_trans.shape != (num_bins - 1, *stationary):
+        raise ValueError(
+            f"log_trans must have shape [K, K] = {stationary} or [T-1, K, K] = "
+            f"{(num_bins - 1, *stationary)}, got {log_trans.shape}"
+        )
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.shape != (num_bins,):
+            raise ValueError(f"mask must have shape [T] = ({num_bins},), got {mask.shape}")
+        log_lik = jnp.where(mask.astype(bool)[:, None], log_lik, 0.0)
+    return log_init, log_trans, log_lik
