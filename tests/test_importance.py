@@ -1,4 +1,4 @@
-"""Importance-sampled per-trial log-likelihood against the exact value of a linear-Gaussian model."""
+"""Importance-sampled per-trial log-likelihood against the exact linear-Gaussian value."""
 
 import jax
 import jax.numpy as jnp
