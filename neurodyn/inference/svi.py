@@ -18,7 +18,7 @@ import inspect
 import os
 import pickle
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -75,6 +75,31 @@ def trial_sampler(num_trials: int, batch_size: int | None):
     return sample
 
 
+def _mesh(devices):
+    return jax.sharding.Mesh(np.asarray(devices), ("trials",))
+
+
+def _replicated(devices):
+    return jax.sharding.NamedSharding(_mesh(devices), jax.sharding.PartitionSpec())
+
+
+def _sharded(sampler, devices):
+    """Wrap ``sampler`` so that its minibatch is split along the trial axis across ``devices``."""
+    by_trial = jax.sharding.NamedSharding(_mesh(devices), jax.sharding.PartitionSpec("trials"))
+
+    def sample(key, data):
+        batch = sampler(key, data)
+        sizes = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(batch)}
+        if any(size % len(devices) for size in sizes):
+            raise ValueError(
+                f"a minibatch of {sorted(sizes)} trials does not split evenly across "
+                f"{len(devices)} devices; choose a batch size that is a multiple of it"
+            )
+        return jax.lax.with_sharding_constraint(batch, by_trial)
+
+    return sample
+
+
 def plateaued(losses: np.ndarray, patience: int, min_delta: float = 1e-3) -> bool:
     """True when the mean loss of the last ``patience`` steps is not below the mean of the
     ``patience`` steps before by more than ``min_delta`` (relative). A pure function of the loss
@@ -117,6 +142,7 @@ def fit(
     chunk_size: int = 25,
     progress: bool = True,
     init_params: Mapping[str, Any] | None = None,
+    devices: Sequence | None = None,
 ) -> FitResult:
     """Fit ``guide`` to ``model``'s posterior by SVI.
 
@@ -137,6 +163,9 @@ def fit(
         resume: continue from ``out_dir``'s checkpoint; the curve equals the uninterrupted one.
         chunk_size: steps per jitted ``lax.scan`` chunk.
         init_params: values for some param sites at initialisation (e.g. a warm start).
+        devices: data parallelism: the trials of each minibatch are split across these devices
+            (``jax.devices()`` for all), parameters are replicated and XLA reduces the
+            gradients. The default sampler's minibatch size must divide evenly.
     """
     start_time = time.perf_counter()
     model_kwargs = dict(model_kwargs or {})
@@ -144,6 +173,8 @@ def fit(
         num_trials = int(np.shape(next(iter(jax.tree_util.tree_leaves(data))))[0])
     model_kwargs.setdefault("num_trials", num_trials)
     sampler = sampler or trial_sampler(num_trials, batch_size)
+    if devices is not None and len(devices) > 1:
+        sampler = _sharded(sampler, devices)
     optimizer = optimizer or default_optimizer(learning_rate, clip_norm)
     svi = SVI(model, guide, optax_to_numpyro(optimizer), loss or Trace_ELBO())
     pass_step = _accepts(model, "step") and _accepts(guide, "step")
@@ -173,6 +204,8 @@ def fit(
     losses = np.zeros((0,), np.float32)
     if resume:
         state, losses = _load_checkpoint(out_dir)
+    if devices is not None and len(devices) > 1:
+        state = jax.device_put(state, _replicated(devices))
     step0 = len(losses)
     writer = _LossWriter(out_dir, step0, resume) if out_dir is not None else None
     bar = _progress_bar(progress, num_steps, step0)
