@@ -95,6 +95,43 @@ def cmd_simulate(args) -> None:
         )
 
 
+CONVERTERS = ("dad-chewie", "dad-mihi-a", "dad-mihi-b", "widefield", "nlb", "nwb")
+DEFAULT_DATA = Path("../shared/data")
+
+
+def cmd_convert(args) -> None:
+    """Turn a public recording into session files."""
+    from .data import loaders, save_session
+
+    kind, source = args.kind, Path(args.source) if args.source else None
+    if kind not in CONVERTERS:
+        raise UsageError(f"unknown recording kind {kind!r}; choose one of {', '.join(CONVERTERS)}")
+    if kind.startswith("dad-"):
+        sessions = [loaders.load_dad(source or DEFAULT_DATA, kind.removeprefix("dad-"))]
+    elif kind == "widefield":
+        path = source or DEFAULT_DATA / "widefield_higley_animal1.mat"
+        sessions = [loaders.load_widefield(path, window=args.window)]
+    elif kind == "nlb":
+        sessions = list(
+            loaders.load_nlb_fixture(source or DEFAULT_DATA / "nlb_mc_maze_small_20_fixture.npz")
+        )
+    else:
+        if source is None or args.bin_size is None:
+            raise UsageError("convert nwb needs the .nwb file and --bin-size SECONDS")
+        sessions = [loaders.load_nwb(source, args.bin_size)]
+    out = Path(args.out)
+    if len(sessions) == 1:
+        path = save_session(out if out.suffix == ".npz" else out.with_suffix(".npz"), sessions[0])
+        print(f"wrote {path}")
+    else:
+        from .inference.runs import staged_folder
+
+        with staged_folder(out) as tmp:
+            for session in sessions:
+                save_session(tmp / f"{session.name}.npz", session)
+        print(f"wrote {', '.join(f'{out}/{x.name}.npz' for x in sessions)}")
+
+
 def _fit_options(args) -> dict:
     from .models.priors import parse_assignments
 
@@ -319,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-out", help="also write held-out trials to this .npz (same neurons)")
     s.add_argument("--test-trials", type=_positive, default=4, help="trials for --test-out")
     s.set_defaults(handler=cmd_simulate)
+
+    v = sub.add_parser("convert", help="turn a public recording into session files")
+    v.add_argument("kind", help=", ".join(CONVERTERS))
+    v.add_argument("source", nargs="?", help="file or folder (default: ../shared/data)")
+    v.add_argument("--out", required=True, help="a .npz file (a folder for nlb)")
+    v.add_argument("--window", type=_positive, default=100, help="frames per widefield window")
+    v.add_argument("--bin-size", type=float, help="seconds per bin (nwb)")
+    v.set_defaults(handler=cmd_convert)
 
     f = sub.add_parser("fit", help="fit a model to session files; writes a run folder")
     f.add_argument(

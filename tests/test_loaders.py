@@ -92,3 +92,14 @@ def test_nwb_round_trip(tmp_path):
     np.testing.assert_array_equal(s.bin_mask.sum(1), [10, 5])
     assert s.y[0, 0, 0] == 2 and s.y[0, 5, 0] == 1 and s.y[0, 9, 1] == 1
     assert s.y[1, 0, 0] == 1 and s.y[1, 4, 1] == 1 and s.y.sum() == 6  # 3.0 s is outside trials
+
+
+def test_convert_command_writes_valid_sessions(shared_data, tmp_path):
+    from neurodyn.cli import main
+    from neurodyn.data import load_session, load_sessions
+
+    assert main(["convert", "dad-mihi-b", str(shared_data), "--out", str(tmp_path / "m.npz")]) == 0
+    assert load_session(tmp_path / "m.npz", "poisson").num_neurons == 187
+    nlb = shared_data / "nlb_mc_maze_small_20_fixture.npz"
+    assert main(["convert", "nlb", str(nlb), "--out", str(tmp_path / "nlb")]) == 0
+    assert [s.name for s in load_sessions([tmp_path / "nlb"])] == ["nlb-source", "nlb-target"]
