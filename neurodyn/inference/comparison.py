@@ -1,0 +1,55 @@
+"""Bayesian model comparison on held-out trials.
+
+Each model's expected log predictive density (elpd) on held-out trials is the sum over trials of
+log p(y_i | training data), estimated per trial by importance sampling with the guide as proposal
+and Pareto smoothing (:mod:`neurodyn.inference.importance`). The per-trial values are wrapped as
+``arviz_stats.ELPDData`` so that ``arviz_stats.compare`` ranks the models and gives the standard
+errors of the differences and the stacking weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from arviz_stats import ELPDData
+from arviz_stats import compare as _arviz_compare
+
+from .importance import KHAT_THRESHOLD, ImportanceEstimate
+
+
+def heldout_elpd(estimate: ImportanceEstimate) -> ELPDData:
+    """ELPD of held-out trials from one model's per-trial importance-sampling estimate.
+
+    ``p`` (an effective number of parameters) has no meaning for held-out data and is NaN.
+    """
+    elpd_i = np.asarray(estimate.log_marginal_psis, np.float64).ravel()
+    khat = np.asarray(estimate.khat, np.float64).ravel()
+    n = elpd_i.size
+    return ELPDData(
+        elpd=float(elpd_i.sum()),
+        se=float(np.sqrt(n * np.var(elpd_i))),
+        p=float("nan"),
+        n_samples=int(estimate.log_weights.shape[0]),
+        n_data_points=n,
+        scale="log",
+        warning=bool(np.any(khat > KHAT_THRESHOLD)),
+        good_k=KHAT_THRESHOLD,
+        elpd_i=xr.DataArray(elpd_i, dims=["trial"]),
+        pareto_k=xr.DataArray(khat, dims=["trial"]),
+    )
+
+
+def compare(elpds: dict[str, ELPDData], method: str = "stacking"):
+    """``arviz_stats.compare`` table (rank, elpd, se, elpd_diff, dse, weight, warning) with
+    two Pareto-k columns added: the largest k and the share of trials above 0.7."""
+    if len(elpds) < 2:
+        raise ValueError("comparing needs at least two models")
+    sizes = {name: e.n_data_points for name, e in elpds.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"models were scored on different numbers of trials: {sizes}")
+    table = _arviz_compare(dict(elpds), method=method)
+    table["khat_max"] = [float(np.nanmax(elpds[name].pareto_k)) for name in table.index]
+    table["khat_share_above_0.7"] = [
+        float(np.mean(np.asarray(elpds[name].pareto_k) > KHAT_THRESHOLD)) for name in table.index
+    ]
+    return table
