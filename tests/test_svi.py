@@ -84,3 +84,9 @@ def test_trial_sampler_draws_distinct_trials():
     batch = sample(jax.random.PRNGKey(0), {"i": np.arange(10)})
     assert len(set(np.asarray(batch["i"]).tolist())) == 4
     assert trial_sampler(10, None)(None, {"i": np.arange(10)})["i"].shape == (10,)
+
+
+def test_no_plateau_stop_before_min_steps():
+    result = fit(model, guide, {"y": Y}, num_steps=3000, learning_rate=0.05, patience=100,
+                 min_steps=2000, seed=0, progress=False)
+    assert result.stopped_early and 2000 <= result.steps_run < 3000

@@ -136,6 +136,7 @@ def fit(
     model_kwargs: Mapping[str, Any] | None = None,
     patience: int | None = None,
     min_delta: float = 1e-3,
+    min_steps: int = 0,
     checkpoint_every: int | None = None,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
@@ -158,6 +159,7 @@ def fit(
         optimizer: an optax transformation; default :func:`default_optimizer`.
         loss: a NumPyro ELBO; default ``Trace_ELBO()``.
         patience: stop when :func:`plateaued` says so (checked every chunk); None = never.
+        min_steps: never stop on a plateau before this step (e.g. while an annealed term is on).
         checkpoint_every: write a checkpoint every this many steps (rounded up to a chunk).
         out_dir: folder for ``loss.csv`` and checkpoints (None = keep nothing on disk).
         resume: continue from ``out_dir``'s checkpoint; the curve equals the uninterrupted one.
@@ -230,7 +232,7 @@ def fit(
             if out_dir and checkpoint_every and step - last_checkpoint >= checkpoint_every:
                 _save_checkpoint(out_dir, state, losses)
                 last_checkpoint = step
-            if patience and plateaued(losses, patience, min_delta):
+            if patience and step >= min_steps and plateaued(losses, patience, min_delta):
                 stopped_early = True
                 break
     except KeyboardInterrupt:

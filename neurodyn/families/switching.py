@@ -1,0 +1,431 @@
+"""The switching family behind the command line (contract: :mod:`neurodyn.families`).
+
+Models ``srnn``, ``slds``, ``rslds``, ``hmm``, ``lds``, ``rnn`` are configurations of
+:func:`neurodyn.models.switching.switching_model`; guides ``dkf`` (default), ``meanfield``,
+``delta`` come from :mod:`neurodyn.guides.switching`.
+
+Initialisation and the default remedy against state collapse (what ``fit`` does):
+
+1. **Warm start.** PCA of the standardized observations gives D latent coordinates z (unit
+   variance); k-means (K clusters, k-means++ with restarts) on z gives warm-start labels. The
+   readout starts at the PCA loadings, and each state's dynamics start at a ridge regression of
+   z_{t+1} on z_t over the bins of its cluster (linear: A_k, b_k; rnn: W_k, b_k on the arctanh
+   of the step), so that SVI begins from a segmentation and per-state flows that already
+   explain the data roughly.
+2. **Decaying pull.** For the first ``pull_steps`` SVI steps (default 40% of the step budget)
+   the states' likelihoods receive soft evidence ``w * onehot(label)`` with w decaying linearly
+   from 2 nats to 0 (see :mod:`neurodyn.models.switching`); afterwards the objective is the
+   exact ELBO and the model may move the boundaries where its dynamics say so.
+
+Why this default: with a randomly initialised guide and dynamics, every state explains the data
+equally badly at first and the ELBO's easiest ascent is to let one state take every bin (state
+collapse). Geometry (k-means on PCA) is a cheap and good guess of the regimes in the settings we
+target (Lorenz lobes, NASCAR track segments), and an annealed pull keeps the guess from being
+forgotten before the per-state dynamics have differentiated, without biasing the final fit.
+SNLDS's temperature annealing was not needed on our benchmarks and is not implemented.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import asdict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..data import concat_trials
+from ..guides.encoders import TrajectoryEncoder
+from ..guides.switching import GUIDES, switching_guide
+from ..inference import hmm, svi
+from ..models.dynamics import Readout, StateDynamics
+from ..models.priors import resolve
+from ..models.switching import CONFIGS, LINKS, Spec, default_priors, switching_model
+
+MODELS = tuple(CONFIGS)
+DEFAULTS = dict(
+    states=2,
+    latent_dim=3,
+    guide="dkf",
+    steps=2000,
+    seed=0,
+    batch_size=None,
+    learning_rate=1e-2,
+    lr_decay=0.05,
+    patience=150,
+    pull_weight=2.0,
+    pull_fraction=0.4,
+    encoder_hidden=32,
+)
+_NOT_HERE = ("embedding_dim", "rank")
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------
+
+
+def _one_session(sessions):
+    sessions = list(sessions)
+    if not sessions:
+        raise ValueError("no recordings given")
+    counts = {s.num_neurons for s in sessions}
+    if len(counts) > 1:
+        raise ValueError(
+            f"switching models need one neuron count across recordings, got {sorted(counts)}"
+        )
+    return sessions[0] if len(sessions) == 1 else concat_trials(sessions)
+
+
+def _default_likelihood(y) -> str:
+    return (
+        "poisson"
+        if (y >= 0).all() and np.allclose(y, np.round(y)) and y.max() > 1
+        else ("gaussian")
+    )
+
+
+def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict:
+    """A JSON-able config for ``model`` on ``sessions``; ``ValueError`` on bad options.
+
+    Options (None = default): states (K, default 2; 1 for lds/rnn), latent_dim (D, 3),
+    likelihood ("gaussian"/"poisson"; default poisson for non-negative integer counts), guide
+    ("dkf"), priors ({site: spec}), steps (3000, with a plateau stop), seed, batch_size, and
+    the advanced keys link, readout, dynamics, learning_rate, patience, pull_weight,
+    pull_fraction, encoder_hidden.
+    """
+    if model not in CONFIGS:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    options = {k: v for k, v in dict(options or {}).items() if v is not None}
+    for key in _NOT_HERE:
+        if key in options:
+            raise ValueError(f"--{key.replace('_', '-')} does not apply to model {model}")
+    known = set(DEFAULTS) | {"likelihood", "priors", "link", "readout", "dynamics"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for model {model}")
+    session = _one_session(sessions)
+    fixed_K = CONFIGS[model][2]
+    opts = {**DEFAULTS, **options}
+    if fixed_K is not None:
+        if "states" in options and options["states"] != fixed_K:
+            raise ValueError(f"model {model} has {fixed_K} state; --states {options['states']}")
+        opts["states"] = fixed_K
+    for key in ("states", "latent_dim", "steps", "encoder_hidden"):
+        if not isinstance(opts[key], int | np.integer) or opts[key] < 1:
+            raise ValueError(f"{key} must be a positive integer, got {opts[key]!r}")
+    if model == "hmm" and "latent_dim" in options:
+        raise ValueError("--latent-dim does not apply to model hmm (no continuous latent)")
+    likelihood = opts.get("likelihood") or _default_likelihood(session.y[session.mask])
+    if likelihood not in ("gaussian", "poisson"):
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose gaussian or poisson")
+    guide = opts["guide"]
+    if guide not in GUIDES:
+        raise ValueError(f"unknown guide {guide!r}; choose one of {', '.join(GUIDES)}")
+    link = opts.get("link", "softplus")
+    if link not in LINKS:
+        raise ValueError(f"unknown link {link!r}; choose one of {', '.join(LINKS)}")
+    spec = Spec(
+        model=model,
+        num_states=int(opts["states"]),
+        latent_dim=int(opts["latent_dim"]) if model != "hmm" else 0,
+        num_neurons=session.num_neurons,
+        input_dim=0,
+        likelihood=likelihood,
+        link=link,
+        readout=opts.get("readout", "linear"),
+        dynamics_override=opts.get("dynamics") if model != "hmm" else None,
+    )
+    priors = {k: str(v) for k, v in dict(opts.get("priors") or {}).items()}
+    resolve(default_priors(spec), priors)  # unknown sites / bad specs raise here
+    _modules(spec, int(opts["encoder_hidden"]), 0)  # bad readout / dynamics names raise here
+    return {
+        "family": "switching",
+        "model": model,
+        "likelihood": likelihood,
+        "spec": asdict(spec),
+        "guide": guide,
+        "priors": priors,
+        **{k: opts[k] for k in DEFAULTS if k not in ("states", "latent_dim", "guide")},
+        "neurons": session.num_neurons,
+    }
+
+
+def spec_of(config) -> Spec:
+    return Spec(**config["spec"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the program
+# ----------------------------------------------------------------------------------------------
+
+
+def _modules(spec: Spec, hidden: int, seed: int, init: Mapping | None = None) -> dict:
+    """Equinox modules of the model and guide (random, or warm-started from ``init``)."""
+    init = dict(init or {})
+    if not spec.has_latent:
+        return {"global_init": init.get("global_init")}
+    kd, kr, ke = jax.random.split(jax.random.PRNGKey(seed), 3)
+    K, D, N = spec.num_states, spec.latent_dim, spec.num_neurons
+    return {
+        "dynamics": StateDynamics(
+            spec.dynamics, K, D, spec.input_dim, key=kd, W=init.get("W"), b=init.get("b")
+        ),
+        "readout": Readout(spec.readout, D, N, key=kr, C=init.get("C"), d=init.get("d")),
+        "encoder": TrajectoryEncoder(
+            N, D, key=ke, hidden_size=hidden, center=init.get("center"), scale=init.get("scale")
+        ),
+        "global_init": init.get("global_init"),
+    }
+
+
+def build(config, init: Mapping | None = None):
+    """(spec, model, guide) with everything but ``batch``/``num_trials``/``step`` bound."""
+    spec = spec_of(config)
+    modules = _modules(spec, config["encoder_hidden"], config["seed"], init)
+    pull = None
+    if config.get("pull_weight") and spec.num_states > 1:
+        steps = max(1, int(config["pull_fraction"] * config["steps"]))
+        pull = {"weight": float(config["pull_weight"]), "steps": steps}
+    kw = dict(spec=spec, modules=modules, priors=config["priors"], pull=pull)
+    model = functools.partial(switching_model, **kw)
+    guide = functools.partial(switching_guide, **kw, guide=config["guide"])
+    return spec, model, guide
+
+
+def batch_of(session, warm=None) -> dict:
+    """The arrays a step sees: y, mask (and warm-start labels)."""
+    batch = {"y": jnp.asarray(session.y), "mask": jnp.asarray(session.mask)}
+    if warm is not None:
+        batch["warm"] = jnp.asarray(warm, jnp.int32)
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------
+# Warm start
+# ----------------------------------------------------------------------------------------------
+
+
+def _kmeans(x, k: int, seed: int, restarts: int = 5, iters: int = 50) -> np.ndarray:
+    """Labels of k-means (k-means++ initialisation, best of ``restarts``). x: [M, F]."""
+    rng = np.random.default_rng(seed)
+    best, best_cost = None, np.inf
+    for _ in range(restarts):
+        centres = [x[rng.integers(len(x))]]
+        for _ in range(1, k):
+            d2 = np.min(((x[:, None] - np.array(centres)[None]) ** 2).sum(-1), 1)
+            centres.append(x[rng.choice(len(x), p=d2 / d2.sum())])
+        centres = np.array(centres)
+        for _ in range(iters):
+            labels = np.argmin(((x[:, None] - centres[None]) ** 2).sum(-1), 1)
+            centres = np.array(
+                [x[labels == j].mean(0) if (labels == j).any() else centres[j] for j in range(k)]
+            )
+        cost = ((x - centres[labels]) ** 2).sum()
+        if cost < best_cost:
+            best, best_cost = labels, cost
+    return best
+
+
+def _ridge(x, y, alpha=1e-2):
+    """W, b minimizing |y - x W - b|^2 + alpha |W|^2. x: [M, D], y: [M, D']."""
+    mx, my = x.mean(0), y.mean(0)
+    xc = x - mx
+    W = np.linalg.solve(xc.T @ xc + alpha * len(x) * np.eye(x.shape[1]), xc.T @ (y - my))
+    return W, my - mx @ W
+
+
+def warm_start(spec: Spec, session, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Warm-start labels (trials, T) and initial module values from PCA + k-means."""
+    y, mask = session.y.astype(np.float64), session.mask
+    if spec.likelihood == "poisson":
+        y = np.log1p(y)
+    count = np.maximum(mask.sum((0, 1)), 1)
+    center = (y * mask).sum((0, 1)) / count
+    scale = np.sqrt((((y - center) * mask) ** 2).sum((0, 1)) / count) + 1e-3
+    z = np.where(mask, (y - center) / scale, 0.0)  # [R, T, N]
+    R, T, N = z.shape
+    D = max(spec.latent_dim, 1)
+    _, sv, vt = np.linalg.svd(z.reshape(-1, N), full_matrices=False)
+    D_eff = min(D, N)
+    loadings = vt[:D_eff]  # [D', N]
+    scores = z.reshape(-1, N) @ loadings.T
+    sd = scores.std(0) + 1e-6
+    latent = np.zeros((R * T, D))
+    latent[:, :D_eff] = scores / sd
+    latent = latent.reshape(R, T, D)
+    labels = _kmeans(latent[..., : min(D_eff, 3)].reshape(R * T, -1), spec.num_states, seed)
+    labels = _arhmm(latent, labels.reshape(R, T), spec.num_states)
+    init = {"center": center, "scale": scale}
+    if spec.likelihood == "gaussian":
+        init["global_init"] = {"obs_scale": np.full(N, 0.5, np.float32) * scale}
+    if not spec.has_latent:
+        return labels, init
+    C = np.zeros((D, N))
+    C[:D_eff] = (loadings * sd[:, None]) * scale[None]  # y ~ center + latent @ C
+    if spec.likelihood == "poisson":  # drive ~ log1p(y) (rough: softplus ~ identity when large)
+        C, mean = C, center
+    init.update(C=C, d=center if spec.likelihood == "gaussian" else mean)
+    init.update(_dynamics_init(spec, latent, labels))
+    return labels, init
+
+
+def _arhmm(z, labels, K: int, iters: int = 30, stickiness: float = 10.0) -> np.ndarray:
+    """Refine labels with an autoregressive HMM fitted by EM with the core.
+
+    z_t | s_t = k ~ N(A_k z_{t-1} + b_k, diag q_k): E-step = :func:`hmm.smooth`, M-step =
+    weighted ridge regressions and the sticky transition counts. z: [R, T, D]; labels int
+    [R, T] the initial segmentation. Returns the Viterbi labels [R, T].
+    """
+    if K == 1:
+        return labels
+    R, T, D = z.shape
+    x, nxt = z[:, :-1].reshape(-1, D), z[:, 1:].reshape(-1, D)
+    X = np.concatenate([x, np.ones((len(x), 1))], 1)
+    resp = np.eye(K)[labels[:, 1:].reshape(-1)]  # [M, K]
+    log_A = np.log(0.9 * np.eye(K) + 0.1 / K)
+    smooth = jax.jit(jax.vmap(hmm.smooth, (None, None, 0)))
+    for _ in range(iters):
+        log_lik = np.zeros((len(x), K))
+        for k in range(K):
+            w = resp[:, k] + 1e-6
+            Wk = np.linalg.solve(
+                (X * w[:, None]).T @ X + 1e-3 * np.eye(D + 1), (X * w[:, None]).T @ nxt
+            )
+            err = nxt - X @ Wk
+            q = np.maximum((w[:, None] * err**2).sum(0) / w.sum(), 1e-4)
+            log_lik[:, k] = -0.5 * (err**2 / q + np.log(2 * np.pi * q)).sum(1)
+        lik = np.concatenate([np.zeros((R, 1, K)), log_lik.reshape(R, T - 1, K)], 1)
+        post = smooth(
+            jnp.full(K, -np.log(K)), jnp.asarray(log_A, jnp.float32), jnp.asarray(lik, jnp.float32)
+        )
+        resp = np.asarray(post.marginals)[:, 1:].reshape(-1, K)
+        counts = np.asarray(post.pairwise).sum((0, 1)) + stickiness * np.eye(K) + 1.0
+        log_A = np.log(counts / counts.sum(1, keepdims=True))
+    path = jax.vmap(hmm.viterbi, (None, None, 0))(
+        jnp.full(K, -np.log(K)), jnp.asarray(log_A, jnp.float32), jnp.asarray(lik, jnp.float32)
+    )
+    return np.asarray(path)
+
+
+def _dynamics_init(spec: Spec, z, labels) -> dict:
+    """Per-state ridge fits of the step z_t -> z_{t+1} on each warm-start cluster."""
+    if spec.dynamics == "mlp":
+        return {}
+    K, D = spec.num_states, spec.latent_dim
+    x, nxt, lab = z[:, :-1].reshape(-1, D), z[:, 1:].reshape(-1, D), labels[:, 1:].reshape(-1)
+    W, b, resid = np.zeros((K, D, D)), np.zeros((K, D)), []
+    for k in range(K):
+        on = lab == k
+        if on.sum() <= D + 1:
+            W[k] = np.eye(D) if spec.dynamics == "linear" else 0.0
+            continue
+        target = (
+            nxt[on]
+            if spec.dynamics == "linear"
+            else np.arctanh(np.clip(nxt[on] - x[on], -0.9, 0.9))
+        )
+        Wk, bk = _ridge(x[on], target)
+        W[k], b[k] = Wk.T, bk
+        pred = x[on] @ Wk + bk
+        pred = pred if spec.dynamics == "linear" else x[on] + np.tanh(pred)
+        resid.append(np.std(nxt[on] - pred, 0))
+    q = np.clip(np.mean(resid, 0), 0.02, 0.5) if resid else np.full(D, 0.1)
+    return {"W": W, "b": b, "global_init_q": np.broadcast_to(q, (K, D)).astype(np.float32)}
+
+
+def _initial_values(spec: Spec, session, seed: int):
+    labels, init = warm_start(spec, session, seed)
+    global_init = dict(init.pop("global_init", None) or {})
+    if "global_init_q" in init:
+        global_init["process_scale"] = init.pop("global_init_q")
+    init["global_init"] = {k: jnp.asarray(v, jnp.float32) for k, v in global_init.items()}
+    return labels, init
+
+
+# ----------------------------------------------------------------------------------------------
+# The contract
+# ----------------------------------------------------------------------------------------------
+
+
+def fit(config, sessions, *, out_dir=None, progress=True, resume=False):
+    """Fit the config's model and guide by SVI; returns (params, FitResult)."""
+    session = _one_session(sessions)
+    spec = spec_of(config)
+    labels, init = _initial_values(spec, session, config["seed"])
+    _, model, guide = build(config, init)
+    result = svi.fit(
+        model,
+        guide,
+        batch_of(session, labels if spec.num_states > 1 else None),
+        num_steps=config["steps"],
+        seed=config["seed"],
+        batch_size=config["batch_size"],
+        learning_rate=optax.exponential_decay(
+            config["learning_rate"], config["steps"], config["lr_decay"]
+        ),
+        patience=config["patience"],
+        # No plateau stop while the warm-start pull is on: its loss curve is not the final one.
+        min_steps=int(config["pull_fraction"] * config["steps"])
+        if config.get("pull_weight")
+        else 0,
+        out_dir=out_dir,
+        resume=resume,
+        progress=progress,
+    )
+    return result.params, result
+
+
+def param_template(config):
+    """A params pytree with the structure and shapes of a fit of ``config``."""
+    from numpyro import handlers
+
+    spec, model, guide = build(config)
+    T = 3
+    batch = {
+        "y": jnp.zeros((1, T, spec.num_neurons)),
+        "mask": jnp.ones((1, T, spec.num_neurons), bool),
+    }
+    params = {}
+    for fn in (guide, model):
+        with handlers.trace() as tr, handlers.seed(rng_seed=0):
+            with handlers.substitute(data=params):
+                fn(batch, num_trials=1)
+        params.update({k: v["value"] for k, v in tr.items() if v["type"] == "param"})
+    return jax.device_get(params)
+
+
+def evaluate(config, params, sessions, *, horizons=(1, 5, 10), num_samples=16, seed=0) -> dict:
+    """Metrics of DESIGN.md on ``sessions`` (see :mod:`neurodyn.inference.switching_predict`)."""
+    from ..inference import switching_predict
+
+    return switching_predict.evaluate(
+        config,
+        params,
+        _one_session(sessions),
+        horizons=horizons,
+        num_samples=num_samples,
+        seed=seed,
+    )
+
+
+def report(config, params, sessions, out_dir) -> list:
+    """PNG figures: state raster vs truth, reconstructions, per-state flow fields."""
+    from ..inference import switching_predict
+
+    return switching_predict.report(config, params, _one_session(sessions), out_dir)
+
+
+__all__ = [
+    "GUIDES",
+    "MODELS",
+    "build",
+    "evaluate",
+    "fit",
+    "make_config",
+    "param_template",
+    "report",
+    "warm_start",
+]

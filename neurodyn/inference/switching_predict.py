@@ -1,0 +1,285 @@
+"""Predictions of a fitted switching model: states, trajectories, reconstructions, forecasts.
+
+Everything here takes a run's ``config`` and constrained ``params`` and rebuilds the model's
+global quantities (:func:`globals_at`) and the guide's trajectory distribution, then works with
+pure JAX functions:
+
+* :func:`trajectory_samples`: draws of h from the guide, [S, B, T, D];
+* :func:`smoothed_states`, :func:`viterbi_states`, :func:`sample_states`: the core's smoothed
+  marginals, Viterbi path and posterior draws of s given a trajectory;
+* :func:`reconstruct`: posterior-mean predicted mean of y;
+* :func:`forecast`: k-step forecasts (the guide sees the first T0 bins; the core's filtered
+  state at the last seen bin starts Monte Carlo roll-outs of the model);
+* :func:`evaluate` and :func:`report`: the family's metrics and figures.
+
+For ``hmm`` (no continuous latent) the same functions work on the emission likelihoods.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+from numpyro.contrib.module import eqx_module
+from numpyro.infer import Trace_ELBO
+
+from ..guides.switching import global_guide, trajectory_dist
+from ..models.priors import resolve
+from ..models.switching import (
+    default_priors,
+    hmm_log_lik,
+    predicted_mean,
+    roll_forward,
+    sample_globals,
+    state_potentials,
+)
+from . import hmm
+from .metrics import match_labels, r2_variance_weighted, state_scores
+
+
+class Fitted:
+    """A fitted switching model: ``spec``, globals ``g``, ``encoder`` (None for hmm), and the
+    bound ``model``/``guide`` (for ELBO estimates)."""
+
+    def __init__(self, config, params):
+        from ..families.switching import build
+
+        params = jax.tree_util.tree_map(jnp.asarray, params)
+        self.config, self.params = config, params
+        self.spec, self.model, self.guide = build(config)
+        modules = self.model.keywords["modules"]
+        priors = resolve(default_priors(self.spec), config["priors"])
+        with handlers.seed(rng_seed=0), handlers.substitute(data=params):
+            values = global_guide(self.spec)
+        with handlers.seed(rng_seed=0), handlers.substitute(data={**params, **values}):
+            self.g = sample_globals(self.spec, modules, priors)
+        self.encoder = None
+        if self.spec.has_latent:
+            with handlers.substitute(data=params):
+                self.encoder = eqx_module("encoder", modules["encoder"])
+
+
+def trajectory_samples(fitted: Fitted, y, mask, num_samples: int, key):
+    """Draws from q(h | y): [S, B, T, D]. y, mask: [B, T, N]."""
+    q = trajectory_dist(fitted.config["guide"], fitted.encoder, y, mask, fitted.spec.latent_dim)
+    return q.sample(key, (num_samples,))
+
+
+def _potentials(fitted: Fitted, h=None, y=None, mask=None):
+    """Batched chain potentials: from trajectories h [B, T, D], or (hmm) from y, mask."""
+    g = fitted.g
+    if h is not None:
+        return jax.vmap(lambda h: state_potentials(g, h))(h) + (None,)
+    log_lik = hmm_log_lik(fitted.spec, g, y, mask)
+    B = y.shape[0]
+    return (
+        jnp.broadcast_to(g.log_init, (B,) + g.log_init.shape),
+        jnp.broadcast_to(g.log_A, (B,) + g.log_A.shape),
+        log_lik,
+        mask.any(-1),
+    )
+
+
+def smoothed_states(fitted: Fitted, h=None, y=None, mask=None):
+    """p(s_t | h) (or p(s_t | y) for hmm): [B, T, K]."""
+    pots = _potentials(fitted, h, y, mask)
+    return jax.vmap(lambda a, b, c, m: hmm.smooth(a, b, c, m).marginals)(*pots)
+
+
+def viterbi_states(fitted: Fitted, h=None, y=None, mask=None):
+    """Most likely state path per trial: int [B, T]."""
+    return jax.vmap(hmm.viterbi)(*_potentials(fitted, h, y, mask))
+
+
+def sample_states(fitted: Fitted, key, num_samples: int, h=None, y=None, mask=None):
+    """Posterior draws of state paths: int [B, S, T]."""
+    pots = _potentials(fitted, h, y, mask)
+    keys = jax.random.split(key, pots[0].shape[0])
+    return jax.vmap(lambda k, a, b, c, m: hmm.sample(k, a, b, c, m, num_samples))(keys, *pots)
+
+
+def reconstruct(fitted: Fitted, y, mask, num_samples: int, key):
+    """Posterior-mean predicted mean of y [B, T, N], and the mean trajectory [B, T, D] (None
+    for hmm)."""
+    spec, g = fitted.spec, fitted.g
+    if not spec.has_latent:
+        probs = smoothed_states(fitted, y=y, mask=mask)
+        return probs @ predicted_mean(spec, g.readout), None
+    h = trajectory_samples(fitted, y, mask, num_samples, key)
+    drive = jax.vmap(jax.vmap(jax.vmap(g.readout)))(h)
+    return predicted_mean(spec, drive).mean(0), h.mean(0)
+
+
+def forecast(fitted: Fitted, y, mask, horizons, num_samples: int, key):
+    """k-step forecasts of E[y] from the first T0 = T - max(horizons) bins.
+
+    Returns {k: [B, N]} predictions of bin T0 - 1 + k (0-based), i.e. k bins after the last
+    bin the guide saw.
+    """
+    spec, g = fitted.spec, fitted.g
+    T0 = y.shape[1] - max(horizons)
+    y0, m0 = y[:, :T0], mask[:, :T0]
+    steps = max(horizons)
+    if not spec.has_latent:
+        filtered = smoothed_states(fitted, y=y0, mask=m0)[:, -1]  # [B, K]
+        A = jnp.exp(g.log_A)
+        out, p = {}, filtered
+        for k in range(1, steps + 1):
+            p = p @ A
+            if k in horizons:
+                out[k] = p @ predicted_mean(spec, g.readout)
+        return out
+    k_h, k_roll = jax.random.split(key)
+    h = trajectory_samples(fitted, y0, m0, num_samples, k_h)  # [S, B, T0, D]
+    S, B = h.shape[:2]
+    filtered = jax.vmap(lambda hs: smoothed_states(fitted, h=hs)[:, -1])(h)  # [S, B, K]
+
+    def roll(key, h_last, p_last):
+        return roll_forward(g, key, h_last, jnp.log(p_last + 1e-30), steps)[1]
+
+    keys = jax.random.split(k_roll, S * B).reshape(S, B, -1)
+    future = jax.vmap(jax.vmap(roll))(keys, h[:, :, -1], filtered)  # [S, B, steps, D]
+    mean_y = predicted_mean(spec, jax.vmap(jax.vmap(jax.vmap(g.readout)))(future)).mean(0)
+    return {k: mean_y[:, k - 1] for k in horizons}
+
+
+def elbo(fitted: Fitted, batch, num_samples: int, key) -> float:
+    """ELBO estimate (full-data scale, num_particles = num_samples, no warm-start pull)."""
+
+    def loss(key, batch):
+        return Trace_ELBO(num_particles=num_samples).loss(
+            key, fitted.params, fitted.model, fitted.guide, batch, num_trials=batch["y"].shape[0]
+        )
+
+    return -float(jax.jit(loss)(key, batch))
+
+
+def _jit(fn, fitted, *static):
+    """``fn(fitted, y, mask, *static, key)`` as a jitted function of (y, mask, key)."""
+    return jax.jit(lambda y, mask, key: fn(fitted, y, mask, *static, key))
+
+
+def evaluate(config, params, session, *, horizons=(1, 5, 10), num_samples=16, seed=0) -> dict:
+    """Metrics of DESIGN.md: recon_r2, forecast_r2 {k: r2}, state_accuracy and
+    state_balanced_error (with ``states``), elbo_per_bin."""
+    fitted = Fitted(config, params)
+    y, mask = jnp.asarray(session.y), jnp.asarray(session.mask)
+    keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+    y_hat, h_mean = _jit(reconstruct, fitted, num_samples)(y, mask, keys[0])
+    metrics = {"recon_r2": r2_variance_weighted(session.y, np.asarray(y_hat), session.mask)}
+    horizons = tuple(int(k) for k in horizons or ())
+    horizons = tuple(k for k in horizons if 0 < k < session.num_timesteps)
+    if horizons:
+        preds = _jit(forecast, fitted, horizons, num_samples)(y, mask, keys[1])
+        T0 = session.num_timesteps - max(horizons)
+        metrics["forecast_r2"] = {
+            str(k): r2_variance_weighted(
+                session.y[:, T0 - 1 + k], np.asarray(p), session.mask[:, T0 - 1 + k]
+            )
+            for k, p in preds.items()
+        }
+    if session.states is not None:
+        path = jax.jit(functools.partial(viterbi_states, fitted))(h_mean, y, mask)
+        metrics.update(state_scores(np.asarray(path), session.states, session.bin_mask))
+    batch = {"y": y, "mask": mask}
+    metrics["elbo_per_bin"] = elbo(fitted, batch, num_samples, keys[2]) / float(
+        session.bin_mask.sum()
+    )
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------------------------
+
+
+def report(config, params, session, out_dir, *, num_samples=16, seed=0) -> list[Path]:
+    """PNGs: ``states.png`` (Viterbi vs reference), ``reconstruction.png`` (a few neurons),
+    ``flow_fields.png`` (per-state flows in the first two latent dimensions)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fitted = Fitted(config, params)
+    y, mask = jnp.asarray(session.y), jnp.asarray(session.mask)
+    y_hat, h_mean = _jit(reconstruct, fitted, num_samples)(y, mask, jax.random.PRNGKey(seed))
+    path = np.asarray(jax.jit(functools.partial(viterbi_states, fitted))(h_mean, y, mask))
+    K = fitted.spec.num_states
+    if session.states is not None:
+        path = match_labels(path, session.states, K)
+    files = []
+
+    trials = min(4, session.num_trials)
+    rows = 2 if session.states is not None else 1
+    fig, axes = plt.subplots(trials, 1, figsize=(8, 0.6 * rows * trials + 0.8), squeeze=False)
+    for i, ax in enumerate(axes[:, 0]):
+        raster = [path[i]] if rows == 1 else [session.states[i], path[i]]
+        ax.imshow(
+            np.array(raster), aspect="auto", cmap="tab10", vmin=0, vmax=9, interpolation="nearest"
+        )
+        ax.set_yticks(range(rows), ["model"] if rows == 1 else ["truth", "model"])
+        ax.set_ylabel(f"trial {i}", rotation=0, ha="right", va="center")
+    axes[-1, 0].set_xlabel("bin")
+    fig.suptitle("Viterbi states" + (" vs reference" if rows == 2 else ""))
+    files.append(_save(fig, out_dir / "states.png"))
+
+    neurons = min(4, session.num_neurons)
+    fig, axes = plt.subplots(neurons, 1, figsize=(8, 1.5 * neurons), sharex=True, squeeze=False)
+    for n, ax in enumerate(axes[:, 0]):
+        ax.plot(session.y[0, :, n], color="0.6", lw=1, label="data")
+        ax.plot(np.asarray(y_hat)[0, :, n], color="C3", lw=1.2, label="model")
+        ax.set_ylabel(f"neuron {n}")
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel("bin")
+    fig.suptitle("reconstruction (trial 0)")
+    files.append(_save(fig, out_dir / "reconstruction.png"))
+
+    if h_mean is not None and fitted.spec.latent_dim >= 2:
+        files.append(_flow_fields(plt, fitted, np.asarray(h_mean), path, out_dir))
+    return files
+
+
+def _flow_fields(plt, fitted: Fitted, h, path, out_dir: Path) -> Path:
+    """Arrows f_k(h) - h on a grid over dims 0, 1 (others at their mean), per state."""
+    K = fitted.spec.num_states
+    flat = h.reshape(-1, h.shape[-1])
+    lo, hi = flat[:, :2].min(0), flat[:, :2].max(0)
+    pad = 0.1 * (hi - lo)
+    gx, gy = np.meshgrid(*(np.linspace(lo[i] - pad[i], hi[i] + pad[i], 15) for i in range(2)))
+    grid = np.tile(flat.mean(0), (gx.size, 1))
+    grid[:, 0], grid[:, 1] = gx.ravel(), gy.ravel()
+    steps = np.asarray(jax.vmap(fitted.g.dynamics)(jnp.asarray(grid, jnp.float32))) - grid[:, None]
+    fig, axes = plt.subplots(1, K, figsize=(4 * K, 4), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        ax.quiver(
+            gx,
+            gy,
+            steps[:, k, 0].reshape(gx.shape),
+            steps[:, k, 1].reshape(gx.shape),
+            color=f"C{k}",
+            alpha=0.8,
+        )
+        on = path.ravel() == k
+        ax.plot(flat[:, 0], flat[:, 1], color="0.85", lw=0.5, zorder=0)
+        ax.scatter(flat[on, 0], flat[on, 1], s=2, color=f"C{k}", alpha=0.4)
+        ax.set_title(f"state {k}")
+        ax.set_xlabel("h[0]")
+    axes[0, 0].set_ylabel("h[1]")
+    fig.suptitle("per-state flow fields (posterior-mean trajectories, Viterbi colours)")
+    return _save(fig, out_dir / "flow_fields.png")
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

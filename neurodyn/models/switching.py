@@ -1,0 +1,404 @@
+"""The switching family as one NumPyro program (DESIGN.md, "Switching family").
+
+Generative model, for each trial (``K`` discrete states, latent dimension ``D``)::
+
+    s_1 ~ Cat(pi)                          h_1 ~ p_0(h)                 (``initial_state``)
+    s_t | s_{t-1}, h_{t-1} ~ Cat(softmax(log A[s_{t-1}] + R^T h_{t-1} + r))   (recurrent)
+                             or Cat(A[s_{t-1}])                                (stationary)
+    h_t | s_t, h_{t-1} ~ N(f_{s_t}(h_{t-1}, u_t), diag(q_{s_t}^2))
+    y_t | h_t ~ N(C^T h_t + d, diag(sigma^2))  or  Poisson(link(C^T h_t + d))
+
+The discrete path is summed out exactly: the whole trajectory ``h`` (trials, T, D) is ONE sample
+site whose distribution, :class:`SwitchingTrajectory`, scores ``log sum_s p(s, h | u)`` with the
+forward algorithm of :mod:`neurodyn.inference.hmm` (no enumeration, no per-step sites). Its
+``sample`` runs the model forward (ancestral simulation), so the same program generates data.
+
+Configurations (:data:`CONFIGS`): ``srnn`` (RNN dynamics, recurrent transitions), ``slds``
+(linear, stationary), ``rslds`` (linear, recurrent), ``hmm`` (no continuous latent: per-state
+emissions, ``log p(y)`` by the core over bins with any observed neuron), ``lds`` and ``rnn``
+(K = 1). Missing entries (``mask`` False) drop out of y's likelihood only; the latent dynamics
+keep running through them so the prior on h is always proper.
+
+Priors are arguments (:func:`default_priors`, overridden through ``priors=``):
+
+* ``init_probs``: Dirichlet(1, ..., 1) on pi (K > 1 only);
+* ``transition``: sticky Dirichlet per row of A, Dirichlet(1 + kappa e_i) with kappa = 10
+  (K > 1 only); with recurrent transitions A is the baseline of the softmax;
+* ``process_scale``: LogNormal(log 0.1, 1) on each q_k[d];
+* ``initial_state``: Normal(0, 1) on each coordinate of h_1;
+* ``obs_scale``: LogNormal(log 0.5, 1) on each neuron's sigma (Gaussian likelihood only).
+
+Network and weight parameters (dynamics, readout, recurrence R, r; hmm emission means/rates) are
+point-estimated (``numpyro.param`` / ``eqx_module``).
+
+State-collapse remedy (``pull``): during the first ``pull["steps"]`` SVI steps the bins' state
+likelihoods get a soft evidence term ``w(step) * onehot(warm_label_t)`` with ``w`` decaying
+linearly from ``pull["weight"]`` to 0. With the evidence, the site's log prob becomes
+``log sum_s p(s, h) exp(w sum_t [s_t = label_t])``, i.e. the log probability that noisy labels
+would be seen under the state posterior; by Jensen it bounds the (negative) cross-entropy between
+the core's smoothed marginals and the warm-start labels. Only the gradient is pulled: the
+site's value stays the exact ``log p(h)``, so losses are always exact ELBO estimates (and the
+plateau stop stays meaningful). The labels come from k-means on PCA of y refined by an
+autoregressive HMM fitted with the core (see :mod:`neurodyn.families.switching`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.contrib.module import eqx_module
+from numpyro.distributions import constraints
+
+from ..inference import hmm
+from .priors import resolve
+
+# name -> (dynamics form or None, transitions, fixed K or None)
+CONFIGS = {
+    "srnn": ("rnn", "recurrent", None),
+    "slds": ("linear", "stationary", None),
+    "rslds": ("linear", "recurrent", None),
+    "hmm": (None, "stationary", None),
+    "lds": ("linear", "stationary", 1),
+    "rnn": ("rnn", "stationary", 1),
+}
+LINKS = ("softplus", "exp")
+DEFAULT_STICKINESS = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Everything that fixes the program's structure (hashable; JSON-able via ``asdict``)."""
+
+    model: str
+    num_states: int
+    latent_dim: int
+    num_neurons: int
+    input_dim: int = 0
+    likelihood: str = "gaussian"
+    link: str = "softplus"
+    readout: str = "linear"
+    dynamics_override: str | None = None  # e.g. "mlp" instead of the config's form
+
+    @property
+    def dynamics(self) -> str | None:
+        return self.dynamics_override or CONFIGS[self.model][0]
+
+    @property
+    def transitions(self) -> str:
+        return CONFIGS[self.model][1]
+
+    @property
+    def has_latent(self) -> bool:
+        return self.dynamics is not None
+
+
+class Globals(NamedTuple):
+    """Global quantities of one model instance (values, not sites).
+
+    log_init [K]; log_A [K, K]; R [D, K] and r [K] (recurrent transitions, else None);
+    dynamics (StateDynamics); process_scale [K, D]; initial (distribution on each h_1[d]);
+    readout (Readout, or [K, N] emission means for hmm); obs_scale [N] ([K, N] for hmm) or None.
+    """
+
+    log_init: jax.Array
+    log_A: jax.Array
+    R: jax.Array | None
+    r: jax.Array | None
+    dynamics: Any
+    process_scale: jax.Array | None
+    initial: Any
+    readout: Any
+    obs_scale: jax.Array | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Priors and globals
+# ----------------------------------------------------------------------------------------------
+
+
+def default_priors(spec: Spec, stickiness: float = DEFAULT_STICKINESS) -> dict:
+    """The model's documented default priors (see the module docstring)."""
+    K, priors = spec.num_states, {}
+    if K > 1:
+        priors["init_probs"] = dist.Dirichlet(jnp.ones(K))
+        priors["transition"] = dist.Dirichlet(jnp.ones((K, K)) + stickiness * jnp.eye(K))
+    if spec.has_latent:
+        priors["process_scale"] = dist.LogNormal(jnp.log(0.1), 1.0)
+        priors["initial_state"] = dist.Normal(0.0, 1.0)
+    if spec.likelihood == "gaussian":
+        priors["obs_scale"] = dist.LogNormal(jnp.log(0.5), 1.0)
+    return priors
+
+
+def global_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
+    """Shapes of the global sample sites (the MAP guide's parameters)."""
+    K, D, N = spec.num_states, spec.latent_dim, spec.num_neurons
+    shapes = {}
+    if K > 1:
+        shapes["init_probs"] = (K,)
+        shapes["transition"] = (K, K)
+    if spec.has_latent:
+        shapes["process_scale"] = (K, D)
+    if spec.likelihood == "gaussian":
+        shapes["obs_scale"] = (N,) if spec.has_latent else (K, N)
+    return shapes
+
+
+def _shaped(prior: dist.Distribution, shape) -> dist.Distribution:
+    """``prior`` broadcast to a site of the given full shape, all dims as event dims."""
+    event = prior.event_shape
+    batch = tuple(shape[: len(shape) - len(event)])
+    return prior.expand(batch).to_event(len(batch))
+
+
+def sample_globals(spec: Spec, modules: Mapping, priors: Mapping) -> Globals:
+    """Global sample sites and network parameters of the model; returns their values."""
+    K = spec.num_states
+    shapes = global_shapes(spec)
+
+    def site(name):
+        return numpyro.sample(name, _shaped(priors[name], shapes[name]))
+
+    log_init, log_A = jnp.zeros(K), jnp.zeros((K, K))
+    if K > 1:
+        log_init = jnp.log(site("init_probs"))
+        log_A = jnp.log(site("transition"))
+    R = r = None
+    if K > 1 and spec.transitions == "recurrent":
+        R = numpyro.param("transition_weights", jnp.zeros((spec.latent_dim, K)))
+        r = numpyro.param("transition_bias", jnp.zeros(K))
+    obs_scale = site("obs_scale") if "obs_scale" in shapes else None
+    if not spec.has_latent:
+        return Globals(log_init, log_A, None, None, None, None, None, _emissions(spec), obs_scale)
+    return Globals(
+        log_init=log_init,
+        log_A=log_A,
+        R=R,
+        r=r,
+        dynamics=eqx_module("dynamics", modules["dynamics"]),
+        process_scale=site("process_scale"),
+        initial=priors["initial_state"],
+        readout=eqx_module("readout", modules["readout"]),
+        obs_scale=obs_scale,
+    )
+
+
+def _emissions(spec: Spec) -> jax.Array:
+    """hmm: per-state emission drive [K, N] (Gaussian mean, or pre-link rate)."""
+    K, N = spec.num_states, spec.num_neurons
+    init = jnp.linspace(-1.0, 1.0, K)[:, None] * jnp.ones((K, N))
+    return numpyro.param("emission_drive", init)
+
+
+# ----------------------------------------------------------------------------------------------
+# The discrete chain given a trajectory
+# ----------------------------------------------------------------------------------------------
+
+
+def log_transitions(g: Globals, h_prev):
+    """Log transition matrices. h_prev: [T-1, D] -> [T-1, K, K] (recurrent) or [K, K]."""
+    if g.R is None:
+        return g.log_A
+    recurrence = h_prev @ g.R + g.r  # [T-1, K]: depends on the target state only (rSLDS)
+    return jax.nn.log_softmax(g.log_A[None] + recurrence[:, None, :], axis=-1)
+
+
+def dynamics_means(g: Globals, h_prev, u=None):
+    """All states' predicted means. h_prev: [T', D], u: [T', U] or None -> [T', K, D]."""
+    if u is None:
+        return jax.vmap(g.dynamics)(h_prev)
+    return jax.vmap(g.dynamics)(h_prev, u)
+
+
+def state_potentials(g: Globals, h, u=None):
+    """The chain's potentials given one trajectory.
+
+    Args:
+        h: [T, D] trajectory; u: [T, U] inputs or None.
+
+    Returns:
+        (log_init [K], log_trans [T-1, K, K] or [K, K], log_lik [T, K]) with
+        ``log_lik[t, k] = log N(h_t | f_k(h_{t-1}, u_t), q_k)``, ``log_lik[0, k] = log p_0(h_1)``.
+    """
+    K = g.log_init.shape[0]
+    means = dynamics_means(g, h[:-1], None if u is None else u[1:])  # [T-1, K, D]
+    step = dist.Normal(means, g.process_scale).log_prob(h[1:, None, :]).sum(-1)
+    first = jnp.broadcast_to(g.initial.log_prob(h[0]).sum(-1), (1, K))
+    return g.log_init, log_transitions(g, h[:-1]), jnp.concatenate([first, step], axis=0)
+
+
+def trajectory_log_prob(g: Globals, h, u=None, evidence=None):
+    """``log sum_s p(s, h | u)`` per trial. h: [B, T, D]; u: [B, T, U]; evidence: [B, T, K]
+    log soft evidence added to the bins' state likelihoods (None = none) -> [B]."""
+
+    def one(h, u, ev):
+        log_init, log_trans, log_lik = state_potentials(g, h, u)
+        return pulled_log_marginal(log_init, log_trans, log_lik, ev)
+
+    return jax.vmap(one, (0, 0 if u is not None else None, 0 if evidence is not None else None))(
+        h, u, evidence
+    )
+
+
+def pulled_log_marginal(log_init, log_trans, log_lik, evidence=None, mask=None):
+    """The core's log marginal; with ``evidence`` [T, K], its value is unchanged but its
+    gradient is that of the log marginal with the evidence added to ``log_lik`` (the pull), so
+    that reported losses stay exact ELBOs while the pull acts."""
+    exact = hmm.log_marginal(log_init, log_trans, log_lik, mask)
+    if evidence is None:
+        return exact
+    pulled = hmm.log_marginal(log_init, log_trans, log_lik + evidence, mask)
+    return pulled + jax.lax.stop_gradient(exact - pulled)
+
+
+def roll_forward(g: Globals, key, h0, s0_logits, num_steps: int, u=None):
+    """Simulate the model forward from a known bin.
+
+    Args:
+        h0: [D] latent at the starting bin; s0_logits: [K] log probabilities of its state.
+        num_steps: bins to generate after it; u: [num_steps, U] their inputs, or None.
+
+    Returns:
+        (s int32 [num_steps], h [num_steps, D]).
+    """
+    D = h0.shape[-1]
+    k_first, k_run = jax.random.split(key)
+    inputs = jnp.zeros((num_steps, 0)) if u is None else u
+
+    def step(carry, xs):
+        s_prev, h_prev = carry
+        key, u_t = xs
+        k_s, k_h = jax.random.split(key)
+        log_trans = log_transitions(g, h_prev[None])
+        s = jax.random.categorical(k_s, log_trans.reshape(-1, *log_trans.shape[-2:])[0][s_prev])
+        means = g.dynamics(h_prev, None if u is None else u_t)
+        h = means[s] + g.process_scale[s] * jax.random.normal(k_h, (D,))
+        return (s, h), (s.astype(jnp.int32), h)
+
+    s0 = jax.random.categorical(k_first, s0_logits)
+    _, (s, h) = jax.lax.scan(step, (s0, h0), (jax.random.split(k_run, num_steps), inputs))
+    return s, h
+
+
+def simulate(g: Globals, key, num_steps: int, u=None):
+    """Ancestral simulation of one trial from the prior: (s int32 [T], h [T, D]); u: [T, U]."""
+    K, D = g.process_scale.shape
+    k_s, k_h, k_run = jax.random.split(key, 3)
+    s1 = jax.random.categorical(k_s, g.log_init)
+    h1 = g.initial.expand((D,)).sample(k_h)
+    certain = jnp.where(jnp.arange(K) == s1, 0.0, -jnp.inf)
+    s, h = roll_forward(g, k_run, h1, certain, num_steps - 1, None if u is None else u[1:])
+    return jnp.concatenate([s1[None].astype(jnp.int32), s]), jnp.concatenate([h1[None], h])
+
+
+class SwitchingTrajectory(dist.Distribution):
+    """Prior over whole trajectories with the states summed out: event shape (T, D).
+
+    ``log_prob(h)`` = ``log sum_s p(s, h | u)`` (+ optional log soft evidence, see ``pull``);
+    ``sample`` simulates the model forward. Batch shape (B,): one trajectory per trial.
+    """
+
+    arg_constraints = {}
+    reparametrized_params = []
+    support = constraints.independent(constraints.real, 2)
+
+    def __init__(self, g: Globals, num_trials: int, num_timesteps: int, u=None, evidence=None):
+        self.g, self.u, self.evidence = g, u, evidence
+        D = g.process_scale.shape[-1]
+        super().__init__(batch_shape=(num_trials,), event_shape=(num_timesteps, D))
+
+    def log_prob(self, value):
+        return trajectory_log_prob(self.g, value, self.u, self.evidence)
+
+    def sample(self, key, sample_shape=()):
+        B, (T, _) = self.batch_shape[0], self.event_shape
+        shape = tuple(sample_shape) + (B,)
+        keys = jax.random.split(key, shape)
+        u = jnp.broadcast_to(self.u, shape + self.u.shape[1:]) if self.u is not None else None
+
+        def draw(k, u_b):
+            return simulate(self.g, k, T, u_b)[1]
+
+        for _ in shape:
+            draw = jax.vmap(draw, in_axes=(0, None if u is None else 0))
+        return draw(keys, u)
+
+
+# ----------------------------------------------------------------------------------------------
+# Observations
+# ----------------------------------------------------------------------------------------------
+
+
+def rate(spec: Spec, drive):
+    """Poisson rate from the drive by the spec's link."""
+    return jax.nn.softplus(drive) if spec.link == "softplus" else jnp.exp(drive)
+
+
+def observation_dist(spec: Spec, drive, obs_scale):
+    """Per-entry distribution of y given the drive [..., N]."""
+    if spec.likelihood == "gaussian":
+        return dist.Normal(drive, obs_scale)
+    return dist.Poisson(rate(spec, drive) + 1e-6)
+
+
+def predicted_mean(spec: Spec, drive):
+    """E[y | drive]."""
+    return drive if spec.likelihood == "gaussian" else rate(spec, drive)
+
+
+def hmm_log_lik(spec: Spec, g: Globals, y, mask):
+    """hmm: log p(y_t | s_t = k) [B, T, K] summing observed neurons. y, mask: [B, T, N]."""
+    d = observation_dist(spec, g.readout, g.obs_scale)  # batch [K, N]
+    lp = d.log_prob(y[..., None, :])  # [B, T, K, N]
+    return jnp.where(mask[..., None, :], lp, 0.0).sum(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The program
+# ----------------------------------------------------------------------------------------------
+
+
+def pull_evidence(spec: Spec, batch, step, pull):
+    """Annealed log soft evidence [B, T, K] towards ``batch["warm"]`` labels, or None."""
+    if not pull or step is None or "warm" not in batch or spec.num_states < 2:
+        return None
+    weight = pull["weight"] * jnp.clip(1.0 - step / pull["steps"], 0.0, 1.0)
+    return weight * jax.nn.one_hot(batch["warm"], spec.num_states)
+
+
+def switching_model(
+    batch, *, num_trials, step=None, spec: Spec, modules, priors=None, pull=None, **_
+):
+    """The switching family's generative program.
+
+    Args:
+        batch: {"y": [B, T, N], "mask": bool [B, T, N], optional "u": [B, T, U],
+            optional "warm": int [B, T] warm-start labels (used by ``pull``)}.
+        num_trials: number of trials in the full data (the plate's ELBO scaling).
+        step: SVI step (traced int) or None (no pull).
+        spec: :class:`Spec`; modules: {"dynamics", "readout"} Equinox modules (initial values).
+        priors: {site: distribution or spec string} over :func:`default_priors`.
+        pull: {"weight": w0, "steps": n} annealed pull towards the warm-start labels, or None.
+    """
+    priors = resolve(default_priors(spec), priors)
+    g = sample_globals(spec, modules, priors)
+    y, mask = batch["y"], batch["mask"]
+    B, T, _ = y.shape
+    evidence = pull_evidence(spec, batch, step, pull)
+    with numpyro.plate("trials", num_trials, subsample_size=B):
+        if not spec.has_latent:
+            log_py = jax.vmap(
+                pulled_log_marginal, (None, None, 0, 0 if evidence is not None else None, 0)
+            )(g.log_init, g.log_A, hmm_log_lik(spec, g, y, mask), evidence, mask.any(-1))
+            numpyro.factor("y", log_py)
+            return
+        h = numpyro.sample("h", SwitchingTrajectory(g, B, T, batch.get("u"), evidence))
+        drive = jax.vmap(jax.vmap(g.readout))(h)
+        obs = observation_dist(spec, drive, g.obs_scale).mask(mask).to_event(2)
+        numpyro.sample("y", obs, obs=y)
