@@ -167,6 +167,8 @@ def fit_run(model: str, data, out, options: dict, *, resume=False, progress=True
         config = runs.read_config(out)
         if config.get("model") != model:
             raise UsageError(f"{out}: the run is a {config.get('model')!r} fit, not {model!r}")
+        if options.get("steps"):  # --steps with --resume raises the run's step budget
+            config["steps"] = options["steps"]
         metrics = _fit_into(family, config, sessions, out, resume=True, progress=progress)
     else:
         config = family.make_config(model, sessions, options=options)
@@ -186,7 +188,13 @@ def _fit_into(family, config, sessions, folder: Path, *, resume, progress) -> di
     if result.interrupted:
         return None
     runs.save_params(folder / runs.PARAMS, params)
-    metrics = family.evaluate(config, params, sessions, horizons=(), num_samples=8, seed=0)
+    metrics = evaluate_run(family, config, params, sessions, horizons=(), num_samples=32, seed=0)
+    from .inference import arviz_export, workflow
+
+    tree = workflow.posterior_tree(
+        family.problem(config, params, sessions), num_samples=50, losses=result.losses
+    )
+    arviz_export.save(tree, folder / runs.POSTERIOR)
     metrics["fit"] = {
         "steps": int(result.steps_run),
         "final_loss": float(result.losses[-20:].mean()),
@@ -196,6 +204,26 @@ def _fit_into(family, config, sessions, folder: Path, *, resume, progress) -> di
     runs.write_json(folder / runs.METRICS, metrics)
     if hasattr(family, "embeddings"):
         runs.write_json(folder / "embeddings.json", family.embeddings(config, params, sessions))
+    return metrics
+
+
+def evaluate_run(family, config, params, sessions, *, horizons, num_samples, seed) -> dict:
+    """The family's metrics plus the held-out log-likelihood per bin and its Pareto k."""
+    import warnings
+
+    from .inference import workflow
+
+    metrics = family.evaluate(
+        config, params, sessions, horizons=horizons, num_samples=num_samples, seed=seed
+    )
+    problem = family.problem(config, params, sessions)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        heldout, _ = workflow.heldout(problem, num_samples=max(num_samples, 32), seed=seed)
+    metrics.update(heldout)
+    for w in caught:
+        if issubclass(w.category, UserWarning) and "Pareto k" in str(w.message):
+            print(f"warning: {w.message}", file=sys.stderr)
     return metrics
 
 
@@ -231,8 +259,14 @@ def cmd_evaluate(args) -> None:
     family, config, params = load_run(args.run)
     sessions = load_sessions(args.data, config.get("likelihood"))
     horizons = tuple(args.horizon) if args.horizon else (1, 5, 10)
-    metrics = family.evaluate(
-        config, params, sessions, horizons=horizons, num_samples=args.samples, seed=args.seed
+    metrics = evaluate_run(
+        family,
+        config,
+        params,
+        sessions,
+        horizons=horizons,
+        num_samples=args.samples,
+        seed=args.seed,
     )
     text = json.dumps(metrics, indent=2, default=float)
     if args.json:
@@ -288,9 +322,31 @@ def cmd_adapt(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    raise UsageError(
-        "compare is not available yet (model comparison lands with the workflow issue)"
-    )
+    """Held-out elpd of each run on the same data, ranked by arviz_stats.compare."""
+    from .data import load_sessions
+    from .inference import runs, workflow
+
+    problems = {}
+    for run in args.runs:
+        family, config, params = load_run(run)
+        sessions = load_sessions(args.data, config.get("likelihood"))
+        name = Path(run).name
+        if name in problems:
+            raise UsageError(f"two runs are named {name!r}; give the run folders distinct names")
+        problems[name] = family.problem(config, params, sessions)
+    if len(problems) < 2:
+        raise UsageError("compare needs at least two runs")
+    table = workflow.compare_runs(problems, num_samples=args.samples, seed=args.seed)
+    columns = ["rank", "elpd", "se", "elpd_diff", "dse", "weight", "khat_max"]
+    columns.append("khat_share_above_0.7")
+    print(table[columns].to_string(float_format=lambda x: f"{x:.2f}"))
+    if (table["khat_max"] > 0.7).any():
+        print(
+            "warning: Pareto k > 0.7 for some runs: their elpd estimates are unreliable",
+            file=sys.stderr,
+        )
+    if args.json:
+        runs.write_json(args.json, table[columns].to_dict(orient="index"))
 
 
 def cmd_demo(args) -> None:
@@ -327,7 +383,9 @@ def cmd_demo(args) -> None:
     fit_run("srnn", [data / "train.npz"], out / "run", options, progress=not args.quiet)
     family, config, params = load_run(out / "run")
     test = [load_session(data / "test.npz")]
-    metrics = family.evaluate(config, params, test, horizons=(1, 5, 10), num_samples=16, seed=0)
+    metrics = evaluate_run(
+        family, config, params, test, horizons=(1, 5, 10), num_samples=32, seed=0
+    )
     from .inference import runs
 
     runs.write_json(out / "test_metrics.json", metrics)
@@ -385,7 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--prior", action="append", metavar="SITE=SPEC", help="e.g. embedding=StudentT(3,0,1)"
     )
     f.add_argument("--batch-size", type=_positive, help="trials per SVI step")
-    f.add_argument("--resume", action="store_true", help="continue an interrupted fit in --out")
+    f.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the fit in --out (after Ctrl-C or a crash; with --steps, to a new budget)",
+    )
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(handler=cmd_fit)
 
@@ -404,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--horizon", type=_positive, action="append", help="forecast horizon (repeatable)"
     )
-    e.add_argument("--samples", type=_positive, default=32, help="Monte Carlo samples")
+    e.add_argument("--samples", type=_positive, default=64, help="Monte Carlo samples")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", help="also write the metrics to this file")
     e.set_defaults(handler=cmd_evaluate)
@@ -412,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare runs by held-out elpd")
     c.add_argument("runs", nargs="+")
     c.add_argument("--data", required=True, nargs="+")
+    c.add_argument("--samples", type=_positive, default=200, help="importance samples per trial")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--json", help="also write the table to this file")
     c.set_defaults(handler=cmd_compare)
 
     r = sub.add_parser("report", help="PNG figures of a run on session files")

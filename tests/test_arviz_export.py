@@ -66,3 +66,9 @@ def test_arviz_stats_accepts_it_unchanged(tmp_path):
     assert np.isfinite(approx.elpd)
     table = arviz_stats.compare({"a": tree, "b": export(tmp_path)})
     assert len(table) == 2
+
+
+def test_predictive_and_observed_share_dimension_names(tmp_path):
+    tree = export(tmp_path, num_samples=5)
+    observed = tree["observed_data"]["y"].dims
+    assert tree["posterior_predictive"]["y"].dims == ("chain", "draw", *observed)

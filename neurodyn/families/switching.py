@@ -67,6 +67,17 @@ _NOT_HERE = ("embedding_dim", "rank")
 # ----------------------------------------------------------------------------------------------
 
 
+def _fitted_session(config, sessions):
+    """The sessions as one, checked against the neuron count the run was fitted to."""
+    session = _one_session(sessions)
+    if session.num_neurons != config["spec"]["num_neurons"]:
+        raise ValueError(
+            f"{session.name}: has {session.num_neurons} neurons, but the run was fitted to "
+            f"recordings of {config['spec']['num_neurons']}"
+        )
+    return session
+
+
 def _one_session(sessions):
     sessions = list(sessions)
     if not sessions:
@@ -367,6 +378,7 @@ def fit(config, sessions, *, out_dir=None, progress=True, resume=False):
             config["learning_rate"], config["steps"], config["lr_decay"]
         ),
         patience=config["patience"],
+        checkpoint_every=config.get("checkpoint_every", 250) if out_dir else None,
         # No plateau stop while the warm-start pull is on: its loss curve is not the final one.
         min_steps=int(config["pull_fraction"] * config["steps"])
         if config.get("pull_weight")
@@ -376,6 +388,24 @@ def fit(config, sessions, *, out_dir=None, progress=True, resume=False):
         progress=progress,
     )
     return result.params, result
+
+
+def problem(config, params, sessions):
+    """The fitted model and guide on ``sessions``, for the workflow (held-out likelihood, ArviZ
+    export, comparison): every trial counts once and the warm-start pull is off."""
+    from ..inference.workflow import LATE_STEP, Problem
+
+    session = _fitted_session(config, sessions)
+    _, model, guide = build(config)
+    return Problem(
+        model=model,
+        guide=guide,
+        params=jax.tree_util.tree_map(jnp.asarray, params),
+        batch=batch_of(session),
+        model_kwargs={"num_trials": session.num_trials, "step": LATE_STEP},
+        local_plates=("trials",),
+        num_observed_bins=int(session.bin_mask.sum()),
+    )
 
 
 def param_template(config):
@@ -404,7 +434,7 @@ def evaluate(config, params, sessions, *, horizons=(1, 5, 10), num_samples=16, s
     return switching_predict.evaluate(
         config,
         params,
-        _one_session(sessions),
+        _fitted_session(config, sessions),
         horizons=horizons,
         num_samples=num_samples,
         seed=seed,
@@ -415,7 +445,7 @@ def report(config, params, sessions, out_dir) -> list:
     """PNG figures: state raster vs truth, reconstructions, per-state flow fields."""
     from ..inference import switching_predict
 
-    return switching_predict.report(config, params, _one_session(sessions), out_dir)
+    return switching_predict.report(config, params, _fitted_session(config, sessions), out_dir)
 
 
 __all__ = [
@@ -426,6 +456,7 @@ __all__ = [
     "fit",
     "make_config",
     "param_template",
+    "problem",
     "report",
     "warm_start",
 ]

@@ -68,16 +68,14 @@ def _draw(model, guide, params, batch, kwargs, local_plates):
     return one
 
 
-def _dims(name, value, trials, extra):
-    """Dimension names for an array whose first two axes are (chain, draw)."""
+def _dims(name, value, trials, per_trial):
+    """Dimension names for an array whose first two axes are (chain, draw): a per-trial array's
+    next axis is ``trial``; the rest are ``{name}_dim_0``, ``{name}_dim_1``, ... (the same names
+    as in ``observed_data``)."""
     shape = value.shape[2:]
-    dims = []
-    for i, size in enumerate(shape):
-        if i == 0 and size == trials and name in extra:
-            dims.append("trial")
-        else:
-            dims.append(f"{name}_dim_{i}")
-    return ["chain", "draw", *dims]
+    lead = ["trial"] if name in per_trial and shape and shape[0] == trials else []
+    rest = [f"{name}_dim_{i}" for i in range(len(shape) - len(lead))]
+    return ["chain", "draw", *lead, *rest]
 
 
 def to_datatree(

@@ -47,7 +47,7 @@ def compare(elpds: dict[str, ELPDData], method: str = "stacking"):
     sizes = {name: e.n_data_points for name, e in elpds.items()}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"models were scored on different numbers of trials: {sizes}")
-    table = _arviz_compare(dict(elpds), method=method)
+    table = _arviz_compare(dict(elpds), method=method, round_to="none")
     table["khat_max"] = [float(np.nanmax(elpds[name].pareto_k)) for name in table.index]
     table["khat_share_above_0.7"] = [
         float(np.mean(np.asarray(elpds[name].pareto_k) > KHAT_THRESHOLD)) for name in table.index

@@ -75,9 +75,7 @@ def _local_log_density(trace, local_plates):
         if part is None:
             continue
         total = part if total is None else total + part
-    if total is None:
-        raise ValueError(f"no sample site lies in the plates {list(local_plates)}")
-    return total
+    return total  # None when no site is local (e.g. a guide with nothing per trial)
 
 
 def trial_log_weights(
@@ -109,8 +107,10 @@ def trial_log_weights(
             batch, **kwargs
         )
         log_p = _local_log_density(model_trace, local_plates)
+        if log_p is None:
+            raise ValueError(f"no sample site of the model lies in the plates {list(local_plates)}")
         log_q = _local_log_density(guide_trace, local_plates)
-        return log_p - log_q
+        return log_p if log_q is None else log_p - log_q
 
     run = jax.jit(jax.vmap(one))
     keys = jax.random.split(key, num_samples)

@@ -21,6 +21,7 @@ import numpy as np
 CONFIG = "config.json"
 PARAMS = "params.npz"
 METRICS = "metrics.json"
+POSTERIOR = "posterior.nc"
 
 
 class RunError(ValueError):

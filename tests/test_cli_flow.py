@@ -1,0 +1,73 @@
+"""The command line end to end on a tiny simulated problem: fit, evaluate, report, compare."""
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from neurodyn.cli import main
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flow")
+    assert main(["simulate", "lorenz", "--out", str(root / "train.npz"), "--test-out",
+                 str(root / "test.npz"), "--trials", "8", "--timesteps", "30", "--neurons", "4",
+                 "--test-trials", "3"]) == 0
+    for model in ("srnn", "hmm"):
+        assert main(["fit", model, str(root / "train.npz"), "--out", str(root / model),
+                     "--steps", "30", "--quiet"]) == 0
+    return root
+
+
+def test_run_folder_contract(flow):
+    run = flow / "srnn"
+    for name in ("config.json", "params.npz", "loss.csv", "metrics.json", "posterior.nc"):
+        assert (run / name).exists(), name
+    rows = (run / "loss.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,seconds" and len(rows) == 31
+    tree = xr.open_datatree(run / "posterior.nc")
+    assert tree["log_likelihood"]["y"].dims == ("chain", "draw", "trial")
+    assert json.loads((run / "config.json").read_text())["model"] == "srnn"
+
+
+def test_evaluate_writes_the_metrics(flow, capsys):
+    out = flow / "m.json"
+    assert main(["evaluate", str(flow / "srnn"), str(flow / "test.npz"), "--horizon", "2",
+                 "--json", str(out), "--samples", "32"]) == 0
+    metrics = json.loads(out.read_text())
+    for key in ("recon_r2", "forecast_r2", "state_accuracy", "state_balanced_error",
+                "elbo_per_bin", "heldout_loglik_per_bin", "psis_khat"):
+        assert key in metrics, key
+    assert set(metrics["forecast_r2"]) == {"2"}
+    assert np.isfinite(metrics["heldout_loglik_per_bin"])
+
+
+def test_report_and_compare(flow, capsys):
+    assert main(["report", str(flow / "srnn"), str(flow / "test.npz"), "--out",
+                 str(flow / "fig")]) == 0
+    assert sorted(p.suffix for p in (flow / "fig").iterdir()) == [".png"] * 3
+    capsys.readouterr()
+    assert main(["compare", str(flow / "srnn"), str(flow / "hmm"), "--data",
+                 str(flow / "test.npz"), "--samples", "32", "--json", str(flow / "c.json")]) == 0
+    table = json.loads((flow / "c.json").read_text())
+    assert set(table) == {"srnn", "hmm"} and {"elpd", "se", "khat_max"} <= set(table["srnn"])
+
+
+def test_a_recording_with_other_neurons_is_refused(flow, capsys):
+    assert main(["simulate", "lorenz", "--out", str(flow / "other.npz"), "--neurons", "6",
+                 "--trials", "2", "--timesteps", "30"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(flow / "srnn"), str(flow / "other.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has 6 neurons" in err and "fitted to recordings of 4" in err
+
+
+def test_resume_continues_a_fit(flow):
+    run = flow / "resumed"
+    args = ["fit", "lds", str(flow / "train.npz"), "--out", str(run), "--quiet"]
+    assert main([*args, "--steps", "20"]) == 0
+    assert main([*args, "--steps", "40", "--resume"]) == 0
+    steps = [int(r.split(",")[0]) for r in (run / "loss.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(40))
