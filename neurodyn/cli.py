@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 EXIT_USAGE = 2
 FIT_DEFAULTS = dict(states=None, latent_dim=None, embedding_dim=None, rank=None, guide=None)
 
@@ -182,6 +184,7 @@ def fit_run(model: str, data, out, options: dict, *, resume=False, progress=True
 def _fit_into(family, config, sessions, folder: Path, *, resume, progress) -> dict | None:
     """Fit into ``folder``; None when Ctrl-C stopped the fit (after its checkpoint)."""
     from .inference import runs
+    from .inference.diagnostics import elbo_convergence
 
     runs.write_json(folder / runs.CONFIG, config)
     params, result = family.fit(config, sessions, out_dir=folder, progress=progress, resume=resume)
@@ -200,6 +203,7 @@ def _fit_into(family, config, sessions, folder: Path, *, resume, progress) -> di
         "final_loss": float(result.losses[-20:].mean()),
         "stopped_early": bool(result.stopped_early),
         "seconds": round(float(result.seconds), 2),
+        "convergence": elbo_convergence(result.losses),
     }
     runs.write_json(folder / runs.METRICS, metrics)
     if hasattr(family, "embeddings"):
@@ -282,8 +286,38 @@ def cmd_report(args) -> None:
     sessions = load_sessions(args.data, config.get("likelihood"))
     with staged_folder(args.out) as tmp:
         figures = family.report(config, params, sessions, tmp)
+        figures.append(_ppc(family, config, params, sessions, tmp))
     for f in figures:
         print(Path(args.out) / Path(f).name)
+
+
+def _ppc(family, config, params, sessions, folder: Path) -> Path:
+    """Posterior predictive checks of a run on ``sessions`` (``ppc.png``)."""
+    from .data import concat_trials
+    from .inference import workflow
+    from .inference.diagnostics import ppc_figure
+
+    problem = family.problem(config, params, sessions)
+    tree = workflow.posterior_tree(problem, num_samples=50)
+    y, mask = np.asarray(problem.batch["y"]), np.asarray(problem.batch["mask"])
+    predictive = tree["posterior_predictive"]["y"].values[0]
+    session = concat_trials(sessions) if len({s.num_neurons for s in sessions}) == 1 else None
+    states = session.states if session is not None and y.ndim == 3 else None
+    predicted = None
+    if hasattr(family, "most_likely_states") and config.get("spec", {}).get("num_states", 1) > 1:
+        predicted = family.most_likely_states(config, params, sessions)
+    if y.ndim != 3:  # recordings x trials: pool the recordings' trials
+        y, mask = y.reshape(-1, *y.shape[-2:]), mask.reshape(-1, *mask.shape[-2:])
+        predictive = predictive.reshape(len(predictive), -1, *predictive.shape[-2:])
+    return ppc_figure(
+        y,
+        mask,
+        predictive,
+        folder / "ppc.png",
+        states=states,
+        predicted_states=predicted,
+        likelihood=config.get("likelihood", "gaussian"),
+    )
 
 
 def cmd_adapt(args) -> None:

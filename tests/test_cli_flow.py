@@ -12,12 +12,43 @@ from neurodyn.cli import main
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory):
     root = tmp_path_factory.mktemp("flow")
-    assert main(["simulate", "lorenz", "--out", str(root / "train.npz"), "--test-out",
-                 str(root / "test.npz"), "--trials", "8", "--timesteps", "30", "--neurons", "4",
-                 "--test-trials", "3"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "lorenz",
+                "--out",
+                str(root / "train.npz"),
+                "--test-out",
+                str(root / "test.npz"),
+                "--trials",
+                "8",
+                "--timesteps",
+                "30",
+                "--neurons",
+                "4",
+                "--test-trials",
+                "3",
+            ]
+        )
+        == 0
+    )
     for model in ("srnn", "hmm"):
-        assert main(["fit", model, str(root / "train.npz"), "--out", str(root / model),
-                     "--steps", "30", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "fit",
+                    model,
+                    str(root / "train.npz"),
+                    "--out",
+                    str(root / model),
+                    "--steps",
+                    "30",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     return root
 
 
@@ -34,30 +65,87 @@ def test_run_folder_contract(flow):
 
 def test_evaluate_writes_the_metrics(flow, capsys):
     out = flow / "m.json"
-    assert main(["evaluate", str(flow / "srnn"), str(flow / "test.npz"), "--horizon", "2",
-                 "--json", str(out), "--samples", "32"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(flow / "srnn"),
+                str(flow / "test.npz"),
+                "--horizon",
+                "2",
+                "--json",
+                str(out),
+                "--samples",
+                "32",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(out.read_text())
-    for key in ("recon_r2", "forecast_r2", "state_accuracy", "state_balanced_error",
-                "elbo_per_bin", "heldout_loglik_per_bin", "psis_khat"):
+    for key in (
+        "recon_r2",
+        "forecast_r2",
+        "state_accuracy",
+        "state_balanced_error",
+        "elbo_per_bin",
+        "heldout_loglik_per_bin",
+        "psis_khat",
+    ):
         assert key in metrics, key
     assert set(metrics["forecast_r2"]) == {"2"}
     assert np.isfinite(metrics["heldout_loglik_per_bin"])
 
 
 def test_report_and_compare(flow, capsys):
-    assert main(["report", str(flow / "srnn"), str(flow / "test.npz"), "--out",
-                 str(flow / "fig")]) == 0
-    assert sorted(p.suffix for p in (flow / "fig").iterdir()) == [".png"] * 3
+    assert (
+        main(["report", str(flow / "srnn"), str(flow / "test.npz"), "--out", str(flow / "fig")])
+        == 0
+    )
+    assert sorted(p.name for p in (flow / "fig").iterdir()) == [
+        "flow_fields.png",
+        "ppc.png",
+        "reconstruction.png",
+        "states.png",
+    ]
     capsys.readouterr()
-    assert main(["compare", str(flow / "srnn"), str(flow / "hmm"), "--data",
-                 str(flow / "test.npz"), "--samples", "32", "--json", str(flow / "c.json")]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(flow / "srnn"),
+                str(flow / "hmm"),
+                "--data",
+                str(flow / "test.npz"),
+                "--samples",
+                "32",
+                "--json",
+                str(flow / "c.json"),
+            ]
+        )
+        == 0
+    )
     table = json.loads((flow / "c.json").read_text())
     assert set(table) == {"srnn", "hmm"} and {"elpd", "se", "khat_max"} <= set(table["srnn"])
 
 
 def test_a_recording_with_other_neurons_is_refused(flow, capsys):
-    assert main(["simulate", "lorenz", "--out", str(flow / "other.npz"), "--neurons", "6",
-                 "--trials", "2", "--timesteps", "30"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "lorenz",
+                "--out",
+                str(flow / "other.npz"),
+                "--neurons",
+                "6",
+                "--trials",
+                "2",
+                "--timesteps",
+                "30",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["evaluate", str(flow / "srnn"), str(flow / "other.npz")]) == 2
     err = capsys.readouterr().err.strip()

@@ -441,6 +441,13 @@ def evaluate(config, params, sessions, *, horizons=(1, 5, 10), num_samples=16, s
     )
 
 
+def most_likely_states(config, params, sessions) -> np.ndarray:
+    """Viterbi states (trials, T) given the posterior-mean trajectory (K > 1 models)."""
+    from ..inference import switching_predict
+
+    return switching_predict.most_likely_states(config, params, _fitted_session(config, sessions))
+
+
 def report(config, params, sessions, out_dir) -> list:
     """PNG figures: state raster vs truth, reconstructions, per-state flow fields."""
     from ..inference import switching_predict
@@ -455,6 +462,7 @@ __all__ = [
     "evaluate",
     "fit",
     "make_config",
+    "most_likely_states",
     "param_template",
     "problem",
     "report",

@@ -192,6 +192,14 @@ def evaluate(config, params, session, *, horizons=(1, 5, 10), num_samples=16, se
     return metrics
 
 
+def most_likely_states(config, params, session, *, num_samples=16, seed=0) -> np.ndarray:
+    """Viterbi path given the guide's posterior-mean trajectory, int (trials, T)."""
+    fitted = Fitted(config, params)
+    y, mask = jnp.asarray(session.y), jnp.asarray(session.mask)
+    _, h_mean = _jit(reconstruct, fitted, num_samples)(y, mask, jax.random.PRNGKey(seed))
+    return np.asarray(jax.jit(functools.partial(viterbi_states, fitted))(h_mean, y, mask))
+
+
 # ----------------------------------------------------------------------------------------------
 # Figures
 # ----------------------------------------------------------------------------------------------
