@@ -1,0 +1,182 @@
+"""Families of related dynamical systems, one recording per member (meta-dynamical family).
+
+Each simulator returns ``list[Session]``: recording i has its own generating parameters (in
+``meta``), its own neuron count N_i ~ U{20..100} and random readout, and true ``latents``.
+
+- ``simulate_limit_cycles``: r' = alpha r (1 - r^2), theta' = omega_i (|omega| varies, both signs).
+- ``simulate_duffing``: z1' = z2, z2' = a z2 - z1 (b + c z1^2) + noise, (a, b) varying.
+- ``simulate_hopf``: z1' = mu z1 - w z2 - z1 |z|^2, z2' = w z1 + mu z2 - z2 |z|^2, mu varying
+  (a stable focus for mu < 0, a limit cycle of radius sqrt(mu) for mu > 0).
+
+Latents are integrated by Euler-Maruyama with ``substeps`` steps per bin and observed through
+y = C z + d + noise (Gaussian) or y ~ Poisson(softplus(C z + d)) (Poisson).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..session import Session, make_session
+
+
+def _integrate(drift, z0, num_timesteps, dt, noise, rng, substeps=5):
+    """Euler-Maruyama: z0 (R, 2) -> (R, T, 2) sampled once per bin."""
+    h = dt / substeps
+    z = z0.copy()
+    out = np.empty((z0.shape[0], num_timesteps, z0.shape[1]))
+    for t in range(num_timesteps):
+        out[:, t] = z
+        for _ in range(substeps):
+            z = z + h * drift(z) + np.sqrt(h) * noise * rng.standard_normal(z.shape)
+    return out
+
+
+def _observe(z, rng, likelihood, neurons, obs_noise, name, meta, dt) -> Session:
+    """Random readout of latents z (R, T, 2) with N ~ U{neurons} neurons."""
+    N = int(rng.integers(neurons[0], neurons[1] + 1))
+    C = rng.standard_normal((N, z.shape[-1]))
+    if likelihood == "poisson":
+        d = rng.uniform(-0.5, 1.0, N)
+        y = rng.poisson(np.log1p(np.exp(z @ (0.8 * C.T) + d))).astype(np.float32)
+    else:
+        d = rng.standard_normal(N)
+        y = z @ C.T + d + obs_noise * rng.standard_normal(z.shape[:2] + (N,))
+    return make_session(y, latents=z, dt=dt, name=name, meta=meta, likelihood=likelihood)
+
+
+def _check(likelihood, num_recordings, num_trials, num_timesteps):
+    if likelihood not in ("gaussian", "poisson"):
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose gaussian or poisson")
+    for key, v in dict(
+        num_recordings=num_recordings, num_trials=num_trials, num_timesteps=num_timesteps
+    ).items():
+        if int(v) < 1:
+            raise ValueError(f"{key} must be a positive integer, got {v}")
+    if num_timesteps < 2:
+        raise ValueError(f"num_timesteps must be at least 2, got {num_timesteps}")
+
+
+def simulate_limit_cycles(
+    *,
+    seed=0,
+    likelihood="gaussian",
+    num_recordings=20,
+    num_trials=64,
+    num_timesteps=100,
+    omega_range=(0.5, 1.5),
+    alpha=1.0,
+    dt=0.1,
+    process_noise=0.05,
+    obs_noise=0.5,
+    neurons=(20, 100),
+    num_neurons=None,
+) -> list[Session]:
+    """Limit cycles of radius 1 whose angular speed omega_i (rad per time unit) varies.
+
+    |omega_i| is spread evenly over ``omega_range`` (shuffled), the sign drawn at random, so
+    both directions of rotation occur. ``meta``: ``omega``, ``alpha``, ``system``.
+    """
+    _check(likelihood, num_recordings, num_trials, num_timesteps)
+    neurons = (num_neurons, num_neurons) if num_neurons else neurons
+    rng = np.random.default_rng(seed)
+    speeds = rng.permutation(np.linspace(*omega_range, num_recordings))
+    signs = rng.choice([-1.0, 1.0], num_recordings)
+    sessions = []
+    for i in range(num_recordings):
+        omega = float(signs[i] * speeds[i])
+
+        def drift(z, omega=omega):
+            r2 = (z**2).sum(-1, keepdims=True)
+            rot = np.stack([-z[:, 1], z[:, 0]], -1)
+            return alpha * z * (1.0 - r2) + omega * rot
+
+        angle = rng.uniform(0, 2 * np.pi, num_trials)
+        radius = rng.uniform(0.3, 1.5, num_trials)
+        z0 = np.stack([radius * np.cos(angle), radius * np.sin(angle)], -1)
+        z = _integrate(drift, z0, num_timesteps, dt, process_noise, rng)
+        meta = dict(system="limit-cycle", omega=omega, alpha=alpha)
+        sessions.append(
+            _observe(
+                z, rng, likelihood, neurons, obs_noise, f"limit_cycle_seed{seed}_{i:03d}", meta, dt
+            )
+        )
+    return sessions
+
+
+def simulate_duffing(
+    *,
+    seed=0,
+    likelihood="gaussian",
+    num_recordings=20,
+    num_trials=64,
+    num_timesteps=100,
+    a_range=(-0.5, -0.05),
+    b_range=(-1.0, 1.0),
+    c=1.0,
+    dt=0.1,
+    process_noise=0.1,
+    obs_noise=0.5,
+    neurons=(20, 100),
+    num_neurons=None,
+    name="duffing",
+) -> list[Session]:
+    """Duffing oscillators z1' = z2, z2' = a z2 - z1 (b + c z1^2) with (a, b) drawn uniformly.
+
+    b < 0 gives two wells (bistable), b > 0 one; a < 0 is damping. ``meta``: ``a``, ``b``, ``c``.
+    """
+    _check(likelihood, num_recordings, num_trials, num_timesteps)
+    neurons = (num_neurons, num_neurons) if num_neurons else neurons
+    rng = np.random.default_rng(seed)
+    sessions = []
+    for i in range(num_recordings):
+        a, b = float(rng.uniform(*a_range)), float(rng.uniform(*b_range))
+
+        def drift(z, a=a, b=b):
+            return np.stack([z[:, 1], a * z[:, 1] - z[:, 0] * (b + c * z[:, 0] ** 2)], -1)
+
+        z0 = rng.uniform(-2.0, 2.0, (num_trials, 2))
+        z = _integrate(drift, z0, num_timesteps, dt, process_noise, rng)
+        meta = dict(system="duffing", a=a, b=b, c=c)
+        sessions.append(
+            _observe(z, rng, likelihood, neurons, obs_noise, f"{name}_seed{seed}_{i:03d}", meta, dt)
+        )
+    return sessions
+
+
+def simulate_hopf(
+    *,
+    seed=0,
+    likelihood="gaussian",
+    num_recordings=11,
+    num_trials=64,
+    num_timesteps=100,
+    mu_range=(-1.0, 1.0),
+    omega=1.0,
+    dt=0.1,
+    process_noise=0.1,
+    obs_noise=0.5,
+    neurons=(20, 100),
+    num_neurons=None,
+    name="hopf",
+) -> list[Session]:
+    """Hopf normal form with mu_i spread evenly over ``mu_range``. ``meta``: ``mu``, ``omega``."""
+    _check(likelihood, num_recordings, num_trials, num_timesteps)
+    neurons = (num_neurons, num_neurons) if num_neurons else neurons
+    rng = np.random.default_rng(seed)
+    mus = np.linspace(*mu_range, num_recordings)
+    sessions = []
+    for i in range(num_recordings):
+        mu = float(mus[i])
+
+        def drift(z, mu=mu):
+            r2 = (z**2).sum(-1, keepdims=True)
+            rot = np.stack([-z[:, 1], z[:, 0]], -1)
+            return mu * z + omega * rot - r2 * z
+
+        z0 = rng.uniform(-1.5, 1.5, (num_trials, 2))
+        z = _integrate(drift, z0, num_timesteps, dt, process_noise, rng)
+        meta = dict(system="hopf", mu=mu, omega=omega)
+        sessions.append(
+            _observe(z, rng, likelihood, neurons, obs_noise, f"{name}_seed{seed}_{i:03d}", meta, dt)
+        )
+    return sessions

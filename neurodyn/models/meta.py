@@ -1,0 +1,269 @@
+"""The meta-dynamical state space model (Vermani et al., ICLR 2025) and its baselines.
+
+For recordings i = 1..M (each with its own N_i neurons) and trials j:
+
+    e_i        ~ p(e)                                   dynamical embedding (d_e small)
+    theta_i    = theta + hypernet(e_i)                  W_l(e_i) = W_l + U_l(e_i) V_l(e_i)^T
+    z_ij1      ~ p(z_1)
+    z_ijt      ~ N(f_{theta_i}(z_ij,t-1), diag(q^2))    shared MLP dynamics, residual or direct
+    y_ijt      ~ p(y | C_i z_ijt + d_i)                 Gaussian, or Poisson with softplus link
+
+Every baseline is a setting of :class:`MetaSpec` on this one program:
+
+==================  ==========  =========  ==========================================
+model               embedding   adapter    notes
+==================  ==========  =========  ==========================================
+meta-dssm           random      low-rank   hypernetwork on the input and hidden layers
+linear-adapter      random      linear     every weight changes linearly in e
+embedding-input     random      none       e concatenated to the dynamics input
+shared-dynamics     none        none       the embedding-free special case
+single-session      none        table      each recording's own weights (free offsets)
+==================  ==========  =========  ==========================================
+
+Recordings are vectorised: a batch holds M recordings padded to N_max neurons (``mask``) and B
+trials each (``trial_mask``); per-recording parameters have a leading axis over all recordings
+the run knows and are picked by ``batch["rec"]``. The whole trajectory z is one sample site
+(M, B, T, D) scored in parallel by :class:`MarkovGaussian`. Trial-level terms are scaled by
+``batch["scale"]`` (num_trials_i / trials in the batch) so the ELBO is that of the full data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.contrib.module import eqx_module
+from numpyro.distributions import constraints
+
+from . import hypernetwork as hn
+from .priors import resolve
+
+MODEL_SETTINGS = {
+    "meta-dssm": dict(embedding=True, adapter="lowrank", embedding_input=False),
+    "linear-adapter": dict(embedding=True, adapter="linear", embedding_input=False),
+    "embedding-input": dict(embedding=True, adapter="none", embedding_input=True),
+    "shared-dynamics": dict(embedding=False, adapter="none", embedding_input=False),
+    "single-session": dict(embedding=False, adapter="table", embedding_input=False),
+}
+
+# Parameters with a leading axis over recordings (fitted anew when adapting to a recording).
+PER_RECORDING = (
+    "readout_weight",
+    "readout_bias",
+    "obs_scale",
+    "readin_weight",
+    "readin_bias",
+    "embedding_loc",
+    "embedding_scale",
+    "process_scale_per_recording",
+    *(f"dynamics_offset_{name}" for name in hn.LAYERS),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaSpec:
+    """Static settings of the program (from a run's config)."""
+
+    num_recordings: int
+    max_neurons: int
+    latent_dim: int = 2
+    embedding_dim: int = 2
+    embedding: bool = True
+    adapter: str = "lowrank"  # lowrank | linear | table | none
+    adapted_layers: tuple = ("input", "hidden")
+    embedding_input: bool = False
+    rank: int = 2
+    hidden: int = 64
+    residual: bool = True
+    process_noise: str = "shared"  # shared | per-recording
+    likelihood: str = "gaussian"
+    guide: str = "amortized"  # amortized | free
+    readin_dim: int = 16
+    encoder_hidden: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """Equinox modules created outside the program (bound with ``eqx_module`` inside)."""
+
+    dynamics: hn.DynamicsMLP
+    adapter: object | None  # LowRankHypernet | LinearAdapter | None
+    embed_encoder: object | None  # guide networks (see neurodyn.guides.meta)
+    latent_encoder: object | None
+
+
+def default_priors(spec: MetaSpec) -> dict:
+    """Site -> univariate distribution (applied elementwise)."""
+    priors = {"initial": dist.Normal(0.0, 1.0)}
+    if spec.embedding:
+        priors["embedding"] = dist.Normal(0.0, 1.0)
+    return priors
+
+
+class MarkovGaussian(dist.Distribution):
+    """Trajectories z_{1:T} of z_1 ~ p(z_1), z_t ~ N(f(z_{t-1}), diag(q^2)).
+
+    batch shape (M, B), event shape (T, D). ``log_prob`` scores all transitions at once given z.
+    ``transition`` maps (M, K, D) -> (M, K, D) (the recording's dynamics).
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+
+    def __init__(self, initial, transition, noise_scale, shape):
+        """initial: univariate prior of z_1 entries; noise_scale: (M, 1, D); shape: (M, B, T, D)."""
+        self.initial, self.transition, self.noise_scale = initial, transition, noise_scale
+        super().__init__(batch_shape=shape[:2], event_shape=shape[2:])
+
+    def _step(self, z):
+        M, B, D = z.shape
+        return self.transition(z).reshape(M, B, D)
+
+    def log_prob(self, z):
+        M, B, T, D = z.shape
+        init = self.initial.log_prob(z[:, :, 0]).sum(-1)
+        mean = self.transition(z[:, :, :-1].reshape(M, B * (T - 1), D)).reshape(M, B, T - 1, D)
+        scale = self.noise_scale[:, :, None, :]
+        trans = dist.Normal(mean, scale).log_prob(z[:, :, 1:]).sum((-1, -2))
+        return init + trans
+
+    def sample(self, key, sample_shape=()):
+        if sample_shape:
+            raise NotImplementedError("draw one batch of trajectories at a time")
+        M, B = self.batch_shape
+        T, D = self.event_shape
+        k0, k1 = jax.random.split(key)
+        z1 = self.initial.sample(k0, (M, B, D))
+
+        def step(z, k):
+            znext = self._step(z) + self.noise_scale * jax.random.normal(k, z.shape)
+            return znext, znext
+
+        _, rest = jax.lax.scan(step, z1, jax.random.split(k1, T - 1))
+        return jnp.concatenate([z1[:, :, None], jnp.moveaxis(rest, 0, 2)], 2)
+
+
+def rollout(transition, z0, steps: int):
+    """Noise-free roll-forward: z0 (M, B, D) -> (M, B, steps, D) of f(z0), f(f(z0)), ..."""
+    M, B, D = z0.shape
+
+    def step(z, _):
+        z = transition(z).reshape(M, B, D)
+        return z, z
+
+    _, zs = jax.lax.scan(step, z0, None, length=steps)
+    return jnp.moveaxis(zs, 0, 2)
+
+
+def recording_dynamics(spec: MetaSpec, dynamics, adapter, e, rec):
+    """The transition z -> f_{theta(e_i)}(z) of each recording in the batch.
+
+    Args:
+        e: (M, d_e) embeddings or None; rec: (M,) recording indices (for table offsets).
+    Returns:
+        a function (M, K, D) -> (M, K, D).
+    """
+    if spec.adapter == "lowrank":
+        deltas = {k: v for k, v in adapter(e).items() if k in spec.adapted_layers}
+    elif spec.adapter == "linear":
+        deltas = adapter(e)
+    elif spec.adapter == "table":
+        shapes = dynamics.layer_shapes()
+        offsets = {
+            name: numpyro.param(
+                f"dynamics_offset_{name}", jnp.zeros((spec.num_recordings, *shapes[name]))
+            )[rec]
+            for name in spec.adapted_layers
+        }
+        deltas = hn.table_deltas(offsets)
+    else:
+        deltas = {}
+
+    def transition(z):
+        extra = None
+        if spec.embedding_input:
+            extra = jnp.broadcast_to(e[:, None, :], (*z.shape[:2], e.shape[-1]))
+        return dynamics(z, deltas, extra)
+
+    return transition
+
+
+def readout_mean(spec: MetaSpec, z, C, d):
+    """Mean of y: z (M, B, T, D), C (M, N, D), d (M, N) -> (M, B, T, N)."""
+    x = jnp.einsum("mbtd,mnd->mbtn", z, C) + d[:, None, None, :]
+    return jax.nn.softplus(x) + 1e-4 if spec.likelihood == "poisson" else x
+
+
+def meta_model(batch, *, num_trials=None, spec: MetaSpec, nets: Networks, priors=None, forecast=0):
+    """The generative program (see the module docstring).
+
+    Args:
+        batch: ``y`` (M, B, T, N) float, ``mask`` (M, B, T, N) bool, ``trial_mask`` (M, B) bool,
+            ``rec`` (M,) int recording index, ``scale`` (M,) full-data factor per recording.
+        num_trials: unused (the per-recording factors are in ``batch["scale"]``).
+        priors: site -> distribution or spec string over :func:`default_priors`.
+        forecast: if > 0, also record ``y_forecast`` (M, B, forecast, N): the predicted mean of
+            y rolled forward noise-free from the last latent.
+    """
+    priors = resolve(default_priors(spec), priors)
+    M, B, T, N = batch["y"].shape
+    D, rec = spec.latent_dim, batch["rec"]
+    dynamics = eqx_module("dynamics", nets.dynamics)
+    adapter = eqx_module("adapter", nets.adapter) if nets.adapter is not None else None
+    C = _per_recording("readout_weight", (M, N, D), spec, rec, _random_init(0.3))
+    d = _per_recording("readout_bias", (M, N), spec, rec, jnp.zeros)
+    q = _process_scale(spec, rec)  # (M, 1, D)
+    if spec.likelihood == "gaussian":
+        r = _per_recording("obs_scale", (M, N), spec, rec, jnp.ones, constraints.positive)
+
+    with numpyro.plate("recordings", M, dim=-2):
+        e = None
+        if spec.embedding:
+            e_prior = priors["embedding"].expand((M, 1, spec.embedding_dim)).to_event(1)
+            e = numpyro.sample("embedding", e_prior)[:, 0]  # (M, d_e)
+        f = recording_dynamics(spec, dynamics, adapter, e, rec)
+
+        with (
+            numpyro.plate("trials", B, dim=-1),
+            numpyro.handlers.scale(scale=batch["scale"][:, None]),
+            numpyro.handlers.mask(mask=batch["trial_mask"]),
+        ):
+            z = numpyro.sample("z", MarkovGaussian(priors["initial"], f, q, (M, B, T, D)))
+            mean = numpyro.deterministic("y_mean", readout_mean(spec, z, C, d))
+            if spec.likelihood == "gaussian":
+                obs = dist.Normal(mean, r[:, None, None, :])
+            else:
+                obs = dist.Poisson(mean)
+            numpyro.sample("y", obs.mask(batch["mask"]).to_event(2), obs=batch["y"])
+
+    if forecast:
+        future = rollout(f, z[:, :, -1], forecast)
+        numpyro.deterministic("y_forecast", readout_mean(spec, future, C, d))
+
+
+def _process_scale(spec: MetaSpec, rec):
+    """Process noise q: (M, 1, D), shared or one per recording."""
+    init = jnp.full((spec.latent_dim,), 0.1)
+    if spec.process_noise == "per-recording":
+        name, shape = "process_scale_per_recording", (spec.num_recordings, spec.latent_dim)
+        q = numpyro.param(name, jnp.broadcast_to(init, shape), constraint=constraints.positive)
+        return q[rec][:, None, :]
+    q = numpyro.param("process_scale", init, constraint=constraints.positive)
+    return jnp.broadcast_to(q, (rec.shape[0], 1, spec.latent_dim))
+
+
+def _random_init(scale):
+    return lambda shape, key: scale * jax.random.normal(key, shape)
+
+
+def _per_recording(name, shape, spec, rec, init, constraint=constraints.real):
+    """A parameter (num_recordings, *shape[1:]) of all recordings, picked at ``rec``."""
+    full = (spec.num_recordings, *shape[1:])
+    if init is jnp.zeros or init is jnp.ones:
+        value = init(full)
+    else:
+        value = lambda key: init(full, key)  # noqa: E731  (numpyro calls it with a PRNG key)
+    return numpyro.param(name, value, constraint=constraint)[rec]

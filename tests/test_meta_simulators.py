@@ -1,0 +1,56 @@
+"""Simulators of dynamical-system families (limit cycles, Duffing, Hopf)."""
+
+import numpy as np
+import pytest
+
+from neurodyn.data.simulators import get_simulator
+from neurodyn.data.simulators.families import (
+    simulate_duffing,
+    simulate_hopf,
+    simulate_limit_cycles,
+)
+
+
+@pytest.mark.parametrize(
+    "fn, keys",
+    [
+        (simulate_limit_cycles, ("omega",)),
+        (simulate_duffing, ("a", "b", "c")),
+        (simulate_hopf, ("mu",)),
+    ],
+)
+@pytest.mark.parametrize("likelihood", ["gaussian", "poisson"])
+def test_shapes_and_metadata(fn, keys, likelihood):
+    sessions = fn(seed=1, likelihood=likelihood, num_recordings=4, num_trials=3, num_timesteps=20)
+    assert len(sessions) == 4
+    assert len({s.name for s in sessions}) == 4
+    for s in sessions:
+        assert s.y.shape[:2] == (3, 20) and 20 <= s.num_neurons <= 100
+        assert s.y.dtype == np.float32 and s.mask.all()
+        assert s.latents.shape == (3, 20, 2) and np.isfinite(s.latents).all()
+        assert all(isinstance(s.meta[k], float) for k in keys)
+        if likelihood == "poisson":
+            assert (s.y >= 0).all() and np.allclose(s.y, np.round(s.y))
+
+
+def test_limit_cycles_default_family():
+    sessions = simulate_limit_cycles(seed=0, num_trials=2, num_timesteps=10)
+    assert len(sessions) == 20
+    omega = np.array([s.meta["omega"] for s in sessions])
+    assert (omega > 0).any() and (omega < 0).any()  # both directions
+    assert len(set(np.round(np.abs(omega), 6))) == 20  # distinct speeds
+
+
+def test_registered_and_seeded():
+    sim = get_simulator("hopf")
+    a = sim(seed=3, num_recordings=2, num_trials=2, num_timesteps=5)
+    b = sim(seed=3, num_recordings=2, num_trials=2, num_timesteps=5)
+    assert all(np.array_equal(x.y, y.y) for x, y in zip(a, b, strict=True))
+    assert [s.meta["mu"] for s in a] == [-1.0, 1.0]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="likelihood"):
+        simulate_duffing(seed=0, likelihood="gamma")
+    with pytest.raises(ValueError, match="num_timesteps"):
+        simulate_hopf(seed=0, num_timesteps=1)
