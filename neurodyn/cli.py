@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 EXIT_USAGE = 2
+POSTERIOR_VALUES = 1_000_000  # values of y per draw kept in a run's posterior.nc
 FIT_DEFAULTS = dict(states=None, latent_dim=None, embedding_dim=None, rank=None, guide=None)
 
 
@@ -196,9 +197,10 @@ def _fit_into(family, config, sessions, folder: Path, *, resume, progress) -> di
     )
     from .inference import arviz_export, workflow
 
-    tree = workflow.posterior_tree(
-        family.problem(config, params, sessions), num_samples=50, losses=result.losses
-    )
+    # posterior.nc holds 50 draws of y: at most POSTERIOR_VALUES values of y per draw.
+    exported = family.problem(config, params, sessions, max_values=POSTERIOR_VALUES)
+    tree = workflow.posterior_tree(exported, num_samples=50, losses=result.losses)
+    tree.attrs["trials_exported"] = int(np.prod(np.shape(exported.batch["y"])[:-2]))
     arviz_export.save(tree, folder / runs.POSTERIOR)
     metrics["fit"] = {
         "steps": int(result.steps_run),
@@ -302,7 +304,7 @@ def _ppc(family, config, params, sessions, folder: Path) -> Path:
     from .inference import workflow
     from .inference.diagnostics import ppc_figure
 
-    problem = family.problem(config, params, sessions)
+    problem = family.problem(config, params, sessions, max_values=POSTERIOR_VALUES)
     tree = workflow.posterior_tree(problem, num_samples=50)
     y, mask = np.asarray(problem.batch["y"]), np.asarray(problem.batch["mask"])
     predictive = tree["posterior_predictive"]["y"].values[0]
@@ -311,6 +313,10 @@ def _ppc(family, config, params, sessions, folder: Path) -> Path:
     predicted = None
     if hasattr(family, "most_likely_states") and config.get("spec", {}).get("num_states", 1) > 1:
         predicted = family.most_likely_states(config, params, sessions)
+    if states is not None:  # the export may keep only the first trials
+        states = states[: y.shape[0]]
+    if predicted is not None:
+        predicted = predicted[: y.shape[0]]
     if y.ndim != 3:  # recordings x trials: pool the recordings' trials
         y, mask = y.reshape(-1, *y.shape[-2:]), mask.reshape(-1, *mask.shape[-2:])
         predictive = predictive.reshape(len(predictive), -1, *predictive.shape[-2:])

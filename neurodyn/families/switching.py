@@ -390,12 +390,21 @@ def fit(config, sessions, *, out_dir=None, progress=True, resume=False):
     return result.params, result
 
 
-def problem(config, params, sessions):
+def problem(config, params, sessions, *, max_values: int | None = None):
     """The fitted model and guide on ``sessions``, for the workflow (held-out likelihood, ArviZ
-    export, comparison): every trial counts once and the warm-start pull is off."""
+    export, comparison): every trial counts once and the warm-start pull is off.
+
+    ``max_values`` (None = no limit) keeps only the first trials, as many as fit
+    trials * T * N <= max_values (the run folder's ``posterior.nc`` uses it to bound its size).
+    """
     from ..inference.workflow import LATE_STEP, Problem
 
     session = _fitted_session(config, sessions)
+    if max_values is not None:
+        per_trial = session.num_timesteps * session.num_neurons
+        keep = max(1, max_values // per_trial)
+        if keep < session.num_trials:
+            session = session.select(slice(0, keep))
     _, model, guide = build(config)
     return Problem(
         model=model,

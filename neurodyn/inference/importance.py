@@ -27,6 +27,7 @@ from numpyro import handlers
 
 KHAT_THRESHOLD = 0.7
 MIN_PSIS_SAMPLES = 25
+MAX_VALUES_AT_ONCE = 50_000_000
 LATE_STEP = 2**30  # a step far past any annealing schedule: auxiliary terms are off
 
 
@@ -114,6 +115,9 @@ def trial_log_weights(
 
     run = jax.jit(jax.vmap(one))
     keys = jax.random.split(key, num_samples)
+    # Each draw holds latents the size of the batch: bound the draws evaluated at once.
+    batch_values = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(batch))
+    chunk = int(np.clip(MAX_VALUES_AT_ONCE // max(batch_values, 1), 1, chunk))
     parts = [np.asarray(run(keys[i : i + chunk])) for i in range(0, num_samples, chunk)]
     return np.concatenate(parts)
 
