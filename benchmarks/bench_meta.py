@@ -4,7 +4,7 @@ One SVI step covers every recording (padded neurons, ``--batch`` trials drawn pe
 so the time per step should grow at most linearly in M. Recordings are random data of the
 default shapes (20-100 neurons, T bins); the timing excludes compilation.
 
-    python benchmarks/bench_meta.py [--sizes 5 20 100 500] [--steps 10]
+    python benchmarks/bench_meta.py [--quick] [--sizes 5 20 100 500] [--steps 10]
 """
 
 from __future__ import annotations
@@ -52,12 +52,14 @@ def step_time(M, *, trials, T, batch, steps, model="meta-dssm"):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[5, 20, 100, 500])
+    p.add_argument("--sizes", type=int, nargs="+", help="recordings M (default 5 20 100 500)")
+    p.add_argument("--quick", action="store_true", help="M in 5 20 100 only")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--timesteps", type=int, default=100)
     p.add_argument("--batch", type=int, default=8)
     args = p.parse_args(argv)
+    args.sizes = args.sizes or ([5, 20, 100] if args.quick else [5, 20, 100, 500])
     print(f"meta-dssm, T={args.timesteps}, {args.batch} trials/recording/step, N in [20, 100]")
     print("| M | s / step | ms / step / recording | compile s |")
     print("|---|---|---|---|")
