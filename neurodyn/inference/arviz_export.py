@@ -21,9 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-from numpyro import handlers
 
-from .importance import _plate_sum
+from .importance import _plate_sum, joint_traces
 
 
 def _draw(model, guide, params, batch, kwargs, local_plates):
@@ -31,13 +30,8 @@ def _draw(model, guide, params, batch, kwargs, local_plates):
     and the totals log p(latents, y) and log q(latents)."""
 
     def one(key):
-        k_guide, k_model, k_pred = jax.random.split(key, 3)
-        g = handlers.seed(handlers.substitute(guide, data=params), k_guide)
-        guide_trace = handlers.trace(g).get_trace(batch, **kwargs)
-        m = handlers.seed(handlers.substitute(model, data=params), k_model)
-        model_trace = handlers.trace(handlers.replay(m, trace=guide_trace)).get_trace(
-            batch, **kwargs
-        )
+        k_traces, k_pred = jax.random.split(key)
+        guide_trace, model_trace = joint_traces(model, guide, params, batch, kwargs, k_traces)
         latents = {
             name: site["value"]
             for name, site in guide_trace.items()

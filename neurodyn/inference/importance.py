@@ -79,6 +79,16 @@ def _local_log_density(trace, local_plates):
     return total  # None when no site is local (e.g. a guide with nothing per trial)
 
 
+def joint_traces(model, guide, params, batch, kwargs, key):
+    """(guide trace, model trace replayed on the guide's draws) with fitted ``params``."""
+    guide_key, model_key = jax.random.split(key)
+    g = handlers.seed(handlers.substitute(guide, data=params), guide_key)
+    guide_trace = handlers.trace(g).get_trace(batch, **kwargs)
+    m = handlers.seed(handlers.substitute(model, data=params), model_key)
+    replayed = handlers.trace(handlers.replay(m, trace=guide_trace))
+    return guide_trace, replayed.get_trace(batch, **kwargs)
+
+
 def trial_log_weights(
     model: Callable,
     guide: Callable,
@@ -100,13 +110,7 @@ def trial_log_weights(
     kwargs = dict(model_kwargs or {})
 
     def one(k):
-        guide_key, model_key = jax.random.split(k)
-        g = handlers.seed(handlers.substitute(guide, data=params), guide_key)
-        guide_trace = handlers.trace(g).get_trace(batch, **kwargs)
-        m = handlers.seed(handlers.substitute(model, data=params), model_key)
-        model_trace = handlers.trace(handlers.replay(m, trace=guide_trace)).get_trace(
-            batch, **kwargs
-        )
+        guide_trace, model_trace = joint_traces(model, guide, params, batch, kwargs, k)
         log_p = _local_log_density(model_trace, local_plates)
         if log_p is None:
             raise ValueError(f"no sample site of the model lies in the plates {list(local_plates)}")
