@@ -483,9 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--steps", type=_positive, help="maximum SVI steps")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--likelihood", choices=("gaussian", "poisson"))
-    f.add_argument("--guide", help="guide name (see the model's family)")
     f.add_argument(
-        "--prior", action="append", metavar="SITE=SPEC", help="e.g. embedding=StudentT(3,0,1)"
+        "--guide", help="guide name (see the model's family) or a user guide as module:function"
+    )
+    f.add_argument(
+        "--prior",
+        action="append",
+        metavar="SITE=SPEC",
+        help="e.g. embedding=StudentT(3,0,1), transition_stickiness=100 (a number fixes a "
+        "hyperparameter), dynamics_weights=Normal(0,1) (repeatable)",
     )
     f.add_argument("--batch-size", type=_positive, help="trials per SVI step")
     f.add_argument(

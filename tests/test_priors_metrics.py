@@ -46,6 +46,25 @@ def test_assignments_and_resolve():
         resolve(defaults, {"x": "Normal(0, 1)"})
 
 
+def test_a_bare_number_is_a_point_mass():
+    for spec, value in [("100", 100.0), ("-2.5", -2.5), ("1e4", 1e4), ("+0", 0.0)]:
+        d = parse(spec)
+        assert isinstance(d, dist.Delta) and float(d.v) == value
+    with pytest.raises(PriorError, match="finite"):
+        parse("1e999")
+    assert parse_assignments(["kappa=100"]) == {"kappa": "100"}
+
+
+def test_numbers_fix_only_sites_whose_default_is_a_point_mass():
+    defaults = {"kappa": dist.Delta(10.0), "q": dist.HalfNormal(1)}
+    for value in ("3", 3, 3.0):
+        out = resolve(defaults, {"kappa": value})
+        assert isinstance(out["kappa"], dist.Delta) and float(out["kappa"].v) == 3.0
+    assert isinstance(resolve(defaults, {"kappa": "Gamma(2, 1)"})["kappa"], dist.Gamma)
+    with pytest.raises(PriorError, match="'q' must be a distribution"):
+        resolve(defaults, {"q": "0.5"})
+
+
 def test_r2_matches_sklearn_formula():
     rng = np.random.default_rng(0)
     y = rng.normal(size=(50, 3)) * [1, 2, 3]

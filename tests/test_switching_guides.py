@@ -55,13 +55,19 @@ def test_other_guides_fit_without_nan(guide):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["srnn", "slds", "rslds", "lds", "rnn"])
-@pytest.mark.parametrize("guide", ["meanfield", "delta"])
+@pytest.mark.parametrize("model", ["srnn", "slds", "rslds", "hmm", "lds", "rnn"])
+@pytest.mark.parametrize(
+    "guide", ["meanfield", "delta", "tests.test_switching_priors:meanfield_guide"]
+)
 def test_every_configuration_with_every_guide(model, guide):
-    """The cross product (dkf is covered for every configuration by the default suite)."""
+    """The cross product with the family's fit and metrics (dkf is covered for every
+    configuration by the default suite; test_switching_priors.py runs the same cross product
+    for a few steps in the default suite)."""
     rng = np.random.default_rng(1)
     session = make_session(rng.normal(size=(3, 10, 4)).astype(np.float32))
-    config = family.make_config(model, [session], options=dict(steps=4, guide=guide, latent_dim=2))
+    latent_dim = 2 if model != "hmm" else None
+    options = dict(steps=4, guide=guide, latent_dim=latent_dim)
+    config = family.make_config(model, [session], options=options)
     params, result = family.fit(config, [session], progress=False)
     assert np.isfinite(result.losses).all()
     assert np.isfinite(family.evaluate(config, params, [session], horizons=(1,))["recon_r2"])

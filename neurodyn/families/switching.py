@@ -2,7 +2,14 @@
 
 Models ``srnn``, ``slds``, ``rslds``, ``hmm``, ``lds``, ``rnn`` are configurations of
 :func:`neurodyn.models.switching.switching_model`; guides ``dkf`` (default), ``meanfield``,
-``delta`` come from :mod:`neurodyn.guides.switching`.
+``delta`` come from :mod:`neurodyn.guides.switching`, and a user-written guide is named by its
+import path ``"module:function"`` (or given as the function; the config stores the path).
+Priors are the model's (:func:`neurodyn.models.switching.resolve_priors`), given as
+{site: spec string or number}.
+
+Predictions of a run with weight priors use the weights' posterior median (the AutoNormal's
+loc) as point estimates; its ``elbo_per_bin`` and held-out likelihood draw the weights from
+their guide.
 
 Initialisation and the default remedy against state collapse (what ``fit`` does):
 
@@ -35,14 +42,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from numpyro.contrib.module import eqx_from_dict, eqx_to_dict
+from numpyro.infer import Trace_ELBO
 
 from ..data import concat_trials
+from ..guides import import_path, load_function
 from ..guides.encoders import TrajectoryEncoder
-from ..guides.switching import GUIDES, switching_guide
+from ..guides.switching import GUIDES, GuideTrajectories, switching_guide, weight_guide
 from ..inference import hmm, svi
 from ..models.dynamics import Readout, StateDynamics
-from ..models.priors import resolve
-from ..models.switching import CONFIGS, LINKS, Spec, default_priors, switching_model
+from ..models.switching import CONFIGS, LINKS, WEIGHT_PRIORS, Spec, resolve_priors, switching_model
 
 MODELS = tuple(CONFIGS)
 DEFAULTS = dict(
@@ -100,7 +109,9 @@ def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict
 
     Options (None = default): states (K, default 2; 1 for lds/rnn), latent_dim (D, 3),
     likelihood ("gaussian"/"poisson"; default poisson for non-negative integer counts), guide
-    ("dkf"), priors ({site: spec}), steps (3000, with a plateau stop), seed, batch_size, and
+    ("dkf", "meanfield", "delta", a user guide's "module:function" path or the function itself),
+    priors ({site: spec string or number}), steps (2000, with a plateau stop), seed, batch_size,
+    and
     the advanced keys link, readout, dynamics, learning_rate, patience, pull_weight,
     pull_fraction, encoder_hidden.
     """
@@ -129,9 +140,7 @@ def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict
     likelihood = opts.get("likelihood") or _default_likelihood(session.y[session.mask])
     if likelihood not in ("gaussian", "poisson"):
         raise ValueError(f"unknown likelihood {likelihood!r}; choose gaussian or poisson")
-    guide = opts["guide"]
-    if guide not in GUIDES:
-        raise ValueError(f"unknown guide {guide!r}; choose one of {', '.join(GUIDES)}")
+    guide = _guide_option(opts["guide"])
     link = opts.get("link", "softplus")
     if link not in LINKS:
         raise ValueError(f"unknown link {link!r}; choose one of {', '.join(LINKS)}")
@@ -147,7 +156,7 @@ def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict
         dynamics_override=opts.get("dynamics") if model != "hmm" else None,
     )
     priors = {k: str(v) for k, v in dict(opts.get("priors") or {}).items()}
-    resolve(default_priors(spec), priors)  # unknown sites / bad specs raise here
+    resolve_priors(spec, priors)  # unknown sites / bad specs raise here
     _modules(spec, int(opts["encoder_hidden"]), 0)  # bad readout / dynamics names raise here
     return {
         "family": "switching",
@@ -159,6 +168,21 @@ def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict
         **{k: opts[k] for k in DEFAULTS if k not in ("states", "latent_dim", "guide")},
         "neurons": session.num_neurons,
     }
+
+
+def _guide_option(guide) -> str:
+    """A guide name, or a user guide's checked import path."""
+    if callable(guide):
+        return import_path(guide)
+    if guide in GUIDES:
+        return guide
+    if ":" not in str(guide):
+        raise ValueError(
+            f"unknown guide {guide!r}; choose one of {', '.join(GUIDES)} or give a user guide "
+            "as module:function"
+        )
+    load_function(guide)
+    return guide
 
 
 def spec_of(config) -> Spec:
@@ -198,8 +222,17 @@ def build(config, init: Mapping | None = None):
         steps = max(1, int(config["pull_fraction"] * config["steps"]))
         pull = {"weight": float(config["pull_weight"]), "steps": steps}
     kw = dict(spec=spec, modules=modules, priors=config["priors"], pull=pull)
+    auto = weight_guide(spec, modules, config["priors"]) if spec.has_latent else None
+    if auto is not None:
+        modules["weight_guide"] = auto
     model = functools.partial(switching_model, **kw)
-    guide = functools.partial(switching_guide, **kw, guide=config["guide"])
+    kind = config["guide"]
+    if isinstance(kind, GuideTrajectories):  # a prediction config (see _for_prediction)
+        kind = kind.name
+    if kind in GUIDES:
+        guide = functools.partial(switching_guide, **kw, guide=kind)
+    else:
+        guide = functools.partial(load_function(kind), **kw)
     return spec, model, guide
 
 
@@ -433,32 +466,74 @@ def param_template(config):
     return jax.device_get(params)
 
 
+def _for_prediction(config, params):
+    """(config, params) as :mod:`neurodyn.inference.switching_predict` reads them: weights with
+    a prior at their posterior median (the AutoNormal's loc; their priors live on the real
+    line), and a user-written guide's trajectory draws as :class:`GuideTrajectories`. Runs
+    with neither are returned as they are."""
+    weights = [site for site in WEIGHT_PRIORS if site in config["priors"]]
+    user_guide = config["guide"] not in GUIDES
+    if not weights and not user_guide:
+        return config, params
+    params = dict(jax.tree_util.tree_map(jnp.asarray, params))
+    predict = {**config, "priors": {k: v for k, v in config["priors"].items() if k not in weights}}
+    if user_guide:
+        predict["guide"] = GuideTrajectories(config["guide"], build(config)[2], params)
+    for site in weights:
+        name = WEIGHT_PRIORS[site]
+        tree = params[f"{name}$params"]
+        median = {
+            path: params.get(f"{name}.{path}_auto_loc", x) for path, x in eqx_to_dict(tree).items()
+        }
+        params[f"{name}$params"] = eqx_from_dict(median, tree)
+    return predict, params
+
+
 def evaluate(config, params, sessions, *, horizons=(1, 5, 10), num_samples=16, seed=0) -> dict:
     """Metrics of DESIGN.md on ``sessions`` (see :mod:`neurodyn.inference.switching_predict`)."""
     from ..inference import switching_predict
 
-    return switching_predict.evaluate(
-        config,
-        params,
-        _fitted_session(config, sessions),
-        horizons=horizons,
-        num_samples=num_samples,
-        seed=seed,
+    session = _fitted_session(config, sessions)
+    predict, point_params = _for_prediction(config, params)
+    metrics = switching_predict.evaluate(
+        predict, point_params, session, horizons=horizons, num_samples=num_samples, seed=seed
     )
+    if predict["priors"] != config["priors"]:  # weight priors: the fit's own ELBO
+        key = jax.random.split(jax.random.PRNGKey(seed), 3)[2]  # switching_predict's ELBO key
+        metrics["elbo_per_bin"] = _elbo(config, params, session, num_samples, key) / float(
+            session.bin_mask.sum()
+        )
+    return metrics
+
+
+def _elbo(config, params, session, num_samples: int, key) -> float:
+    """ELBO estimate of the fitted model and guide on ``session`` (every trial once, no pull)."""
+    _, model, guide = build(config)
+    batch = batch_of(session)
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+
+    def loss(key):
+        return Trace_ELBO(num_particles=num_samples).loss(
+            key, params, model, guide, batch, num_trials=session.num_trials
+        )
+
+    return -float(jax.jit(loss)(key))
 
 
 def most_likely_states(config, params, sessions) -> np.ndarray:
     """Viterbi states (trials, T) given the posterior-mean trajectory (K > 1 models)."""
     from ..inference import switching_predict
 
-    return switching_predict.most_likely_states(config, params, _fitted_session(config, sessions))
+    predict, params = _for_prediction(config, params)
+    return switching_predict.most_likely_states(predict, params, _fitted_session(config, sessions))
 
 
 def report(config, params, sessions, out_dir) -> list:
     """PNG figures: state raster vs truth, reconstructions, per-state flow fields."""
     from ..inference import switching_predict
 
-    return switching_predict.report(config, params, _fitted_session(config, sessions), out_dir)
+    predict, params = _for_prediction(config, params)
+    return switching_predict.report(predict, params, _fitted_session(config, sessions), out_dir)
 
 
 __all__ = [

@@ -19,17 +19,29 @@ emissions, ``log p(y)`` by the core over bins with any observed neuron), ``lds``
 (K = 1). Missing entries (``mask`` False) drop out of y's likelihood only; the latent dynamics
 keep running through them so the prior on h is always proper.
 
-Priors are arguments (:func:`default_priors`, overridden through ``priors=``):
+Priors are arguments (:func:`default_priors`, overridden through ``priors=``, checked by
+:func:`resolve_priors`; a value is a distribution, a spec string such as ``"Gamma(10, 1)"``, or,
+for a fixed hyperparameter, a number):
 
 * ``init_probs``: Dirichlet(1, ..., 1) on pi (K > 1 only);
-* ``transition``: sticky Dirichlet per row of A, Dirichlet(1 + kappa e_i) with kappa = 10
-  (K > 1 only); with recurrent transitions A is the baseline of the softmax;
+* ``transition``: sticky Dirichlet per row of A, A_k ~ Dirichlet(1 + kappa e_k) (K > 1 only);
+  with recurrent transitions A is the baseline of the softmax;
+* ``transition_stickiness``: kappa, fixed at 10 by default (a point mass). A number fixes it
+  (``transition_stickiness=1000``: stickier, fewer switches; ``0``: a flat Dirichlet); a
+  distribution on non-negative numbers (``Gamma(10, 1)``) makes kappa a global sample site with
+  that hyperprior, fitted like the other globals. Give ``transition`` or
+  ``transition_stickiness``, not both;
 * ``process_scale``: LogNormal(log 0.1, 1) on each q_k[d];
 * ``initial_state``: Normal(0, 1) on each coordinate of h_1;
-* ``obs_scale``: LogNormal(log 0.5, 1) on each neuron's sigma (Gaussian likelihood only).
+* ``obs_scale``: LogNormal(log 0.5, 1) on each neuron's sigma (Gaussian likelihood only);
+* ``dynamics_weights``, ``readout_weights`` (models with a continuous latent): none by default,
+  i.e. the weights of the dynamics / readout module are parameters (``eqx_module``, point
+  estimates). A distribution on the real line (``Normal(0, 1)``) is put on every entry of every
+  weight array of that module (``random_eqx_module``): the weights become global sample sites
+  named ``"dynamics.W"``, ``"dynamics.b"``, ``"readout.C"``, ... (see :func:`weight_sites`).
 
-Network and weight parameters (dynamics, readout, recurrence R, r; hmm emission means/rates) are
-point-estimated (``numpyro.param`` / ``eqx_module``).
+The recurrence R, r and the hmm emission means/rates are always point-estimated
+(``numpyro.param``).
 
 State-collapse remedy (``pull``): during the first ``pull["steps"]`` SVI steps the bins' state
 likelihoods get a soft evidence term ``w(step) * onehot(warm_label_t)`` with ``w`` decaying
@@ -48,15 +60,17 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from numpyro.contrib.module import eqx_module
+from numpyro.contrib.module import eqx_module, eqx_to_dict, random_eqx_module
 from numpyro.distributions import constraints
 
 from ..inference import hmm
-from .priors import resolve
+from .priors import PriorError, resolve
 
 # name -> (dynamics form or None, transitions, fixed K or None)
 CONFIGS = {
@@ -69,6 +83,8 @@ CONFIGS = {
 }
 LINKS = ("softplus", "exp")
 DEFAULT_STICKINESS = 10.0
+# weight-prior site -> the Equinox module whose weights it covers
+WEIGHT_PRIORS = {"dynamics_weights": "dynamics", "readout_weights": "readout"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,18 +138,89 @@ class Globals(NamedTuple):
 # ----------------------------------------------------------------------------------------------
 
 
+def sticky_dirichlet(num_states: int, stickiness) -> dist.Dirichlet:
+    """Rows A_k ~ Dirichlet(1 + kappa e_k): batch (K,), event (K,)."""
+    K = num_states
+    return dist.Dirichlet(jnp.ones((K, K)) + stickiness * jnp.eye(K))
+
+
 def default_priors(spec: Spec, stickiness: float = DEFAULT_STICKINESS) -> dict:
     """The model's documented default priors (see the module docstring)."""
     K, priors = spec.num_states, {}
     if K > 1:
         priors["init_probs"] = dist.Dirichlet(jnp.ones(K))
-        priors["transition"] = dist.Dirichlet(jnp.ones((K, K)) + stickiness * jnp.eye(K))
+        priors["transition"] = sticky_dirichlet(K, stickiness)
+        priors["transition_stickiness"] = dist.Delta(np.float32(stickiness))
     if spec.has_latent:
         priors["process_scale"] = dist.LogNormal(jnp.log(0.1), 1.0)
         priors["initial_state"] = dist.Normal(0.0, 1.0)
     if spec.likelihood == "gaussian":
         priors["obs_scale"] = dist.LogNormal(jnp.log(0.5), 1.0)
     return priors
+
+
+def resolve_priors(spec: Spec, user: Mapping | None = None) -> dict:
+    """:func:`default_priors` (and ``None`` for the weight priors) overridden by ``user``
+    ({site: distribution, spec string or number}); ``PriorError`` names a bad choice."""
+    user = dict(user or {})
+    weights = dict.fromkeys(WEIGHT_PRIORS) if spec.has_latent else {}
+    if "transition" in user and "transition_stickiness" in user:
+        raise PriorError(
+            "give a prior for transition or for transition_stickiness, not both "
+            "(transition_stickiness sets the sticky Dirichlet of transition)"
+        )
+    priors = resolve({**default_priors(spec), **weights}, user)
+    if "transition_stickiness" in user:
+        kappa = priors["transition_stickiness"]
+        _check_scalar_on(kappa, "transition_stickiness", "non-negative numbers, e.g. Gamma(10, 1)")
+        if isinstance(kappa, dist.Delta):
+            if float(kappa.v) < 0:
+                raise PriorError(f"transition_stickiness must be >= 0, got {float(kappa.v):g}")
+            priors["transition"] = sticky_dirichlet(spec.num_states, float(kappa.v))
+        elif getattr(kappa.support, "lower_bound", None) is None or kappa.support.lower_bound < 0:
+            raise PriorError(
+                f"the prior of transition_stickiness must live on non-negative numbers, e.g. "
+                f"Gamma(10, 1); {type(kappa).__name__} has support {kappa.support}"
+            )
+    for site in weights:
+        if priors[site] is not None:
+            _check_scalar_on(priors[site], site, "the real line, e.g. Normal(0, 1)")
+            if priors[site].support is not constraints.real:
+                raise PriorError(
+                    f"the prior of {site} must live on the real line, e.g. Normal(0, 1); "
+                    f"{type(priors[site]).__name__} has support {priors[site].support}"
+                )
+    return priors
+
+
+def _check_scalar_on(prior, site: str, where: str) -> None:
+    if prior.batch_shape or prior.event_shape:
+        raise PriorError(f"the prior of {site} must be a scalar distribution on {where}")
+
+
+def weight_sites(spec: Spec, modules: Mapping, priors: Mapping) -> list[str]:
+    """Names of the weight sample sites that the resolved ``priors`` create (empty without weight
+    priors): ``"<module>.<array path>"``, e.g. ``"dynamics.W"``, ``"readout.C"``."""
+    names = []
+    for site, module in WEIGHT_PRIORS.items():
+        if priors.get(site) is not None:
+            names += [f"{module}.{path}" for path in _weight_priors(modules[module], priors[site])]
+    return names
+
+
+def _weight_priors(module, prior) -> dict:
+    """{array path: prior} for every non-empty inexact array of an Equinox module."""
+    arrays = eqx_to_dict(eqx.filter(module, eqx.is_inexact_array))
+    return {path: prior for path, x in arrays.items() if x.size}
+
+
+def bind_network(name: str, module, prior=None):
+    """The module inside the program: its weights are parameters (``prior`` None) or sample sites
+    ``name.<path>`` with ``prior`` on each entry (scope divider "." keeps the names valid
+    variable names in ``posterior.nc``)."""
+    if prior is None:
+        return eqx_module(name, module)
+    return random_eqx_module(name, module, _weight_priors(module, prior), scope_divider=".")
 
 
 def global_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
@@ -158,17 +245,18 @@ def _shaped(prior: dist.Distribution, shape) -> dist.Distribution:
 
 
 def sample_globals(spec: Spec, modules: Mapping, priors: Mapping) -> Globals:
-    """Global sample sites and network parameters of the model; returns their values."""
+    """Global sample sites and network parameters of the model; returns their values.
+    ``priors`` as returned by :func:`resolve_priors`."""
     K = spec.num_states
     shapes = global_shapes(spec)
 
-    def site(name):
-        return numpyro.sample(name, _shaped(priors[name], shapes[name]))
+    def site(name, prior=None):
+        return numpyro.sample(name, _shaped(priors[name] if prior is None else prior, shapes[name]))
 
     log_init, log_A = jnp.zeros(K), jnp.zeros((K, K))
     if K > 1:
         log_init = jnp.log(site("init_probs"))
-        log_A = jnp.log(site("transition"))
+        log_A = jnp.log(site("transition", _transition_prior(spec, priors)))
     R = r = None
     if K > 1 and spec.transitions == "recurrent":
         R = numpyro.param("transition_weights", jnp.zeros((spec.latent_dim, K)))
@@ -181,12 +269,21 @@ def sample_globals(spec: Spec, modules: Mapping, priors: Mapping) -> Globals:
         log_A=log_A,
         R=R,
         r=r,
-        dynamics=eqx_module("dynamics", modules["dynamics"]),
+        dynamics=bind_network("dynamics", modules["dynamics"], priors.get("dynamics_weights")),
         process_scale=site("process_scale"),
         initial=priors["initial_state"],
-        readout=eqx_module("readout", modules["readout"]),
+        readout=bind_network("readout", modules["readout"], priors.get("readout_weights")),
         obs_scale=obs_scale,
     )
+
+
+def _transition_prior(spec: Spec, priors: Mapping) -> dist.Distribution:
+    """The prior of A: ``priors["transition"]``, unless kappa has a hyperprior, in which case
+    kappa is the global site ``transition_stickiness`` and A_k ~ Dirichlet(1 + kappa e_k)."""
+    kappa = priors.get("transition_stickiness")
+    if kappa is None or isinstance(kappa, dist.Delta):
+        return priors["transition"]
+    return sticky_dirichlet(spec.num_states, numpyro.sample("transition_stickiness", kappa))
 
 
 def _emissions(spec: Spec) -> jax.Array:
@@ -383,10 +480,11 @@ def switching_model(
         num_trials: number of trials in the full data (the plate's ELBO scaling).
         step: SVI step (traced int) or None (no pull).
         spec: :class:`Spec`; modules: {"dynamics", "readout"} Equinox modules (initial values).
-        priors: {site: distribution or spec string} over :func:`default_priors`.
+        priors: {site: distribution, spec string or number} over :func:`default_priors`
+            (see :func:`resolve_priors`).
         pull: {"weight": w0, "steps": n} annealed pull towards the warm-start labels, or None.
     """
-    priors = resolve(default_priors(spec), priors)
+    priors = resolve_priors(spec, priors)
     g = sample_globals(spec, modules, priors)
     y, mask = batch["y"], batch["mask"]
     B, T, _ = y.shape
