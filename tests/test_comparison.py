@@ -68,3 +68,88 @@ def test_a_poor_proposal_is_flagged_by_k():
 def test_compare_needs_two_models_on_the_same_trials():
     with pytest.raises(ValueError, match="at least two"):
         compare({"a": elpd(1.2)})
+
+
+# ---------------------------------------------------------------------------------------------
+# VI-corrected PSIS-LOO (arviz_stats.loo_approximate_posterior) from the Python API.
+# ---------------------------------------------------------------------------------------------
+
+TAU, NOISE = 2.0, 1.0
+Y_LOO = (0.7 + NOISE * np.random.default_rng(3).normal(size=(8, 3))).astype(np.float32)
+
+
+def mean_model(batch, *, num_trials):
+    """A global mean shared by every trial: mu ~ N(0, TAU^2), y_ij ~ N(mu, NOISE^2)."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, TAU))
+    with numpyro.plate("trials", num_trials):
+        numpyro.sample("y", dist.Normal(mu, NOISE).expand([3]).to_event(1), obs=batch["y"])
+
+
+def posterior(y):
+    """Exact posterior N(mean, var) of mu given the trials y (n, 3)."""
+    precision = 1 / TAU**2 + y.size / NOISE**2
+    return y.sum() / NOISE**2 / precision, 1 / precision
+
+
+def inflated_guide(batch, *, num_trials):
+    """The exact posterior twice as wide: the correction by log p - log q has work to do."""
+    mean, var = posterior(np.asarray(batch["y"]))
+    numpyro.sample("mu", dist.Normal(float(mean), 2 * float(np.sqrt(var))))
+
+
+def exact_loo():
+    """Sum over trials of log p(y_i | y_-i): Gaussian predictive with covariance
+    NOISE^2 I + var_-i 11^T."""
+    from scipy.stats import multivariate_normal
+
+    total = 0.0
+    for i in range(len(Y_LOO)):
+        mean, var = posterior(np.delete(Y_LOO, i, 0))
+        cov = NOISE**2 * np.eye(3) + var
+        total += multivariate_normal(np.full(3, mean), cov).logpdf(Y_LOO[i])
+    return total
+
+
+def loo_problem(guide):
+    from neurodyn.inference.workflow import Problem
+
+    return Problem(
+        model=mean_model,
+        guide=guide,
+        params={},
+        batch={"y": Y_LOO},
+        model_kwargs={"num_trials": len(Y_LOO)},
+        local_plates=("trials",),
+        num_observed_bins=len(Y_LOO),
+    )
+
+
+def test_vi_corrected_loo_matches_the_exact_leave_one_out_predictive():
+    from neurodyn.families.sweeps import approximate_loo
+
+    loo = approximate_loo(loo_problem(inflated_guide), num_samples=4000, seed=0)
+    assert loo.approx_posterior and loo.elpd_i.shape == (len(Y_LOO),)
+    assert abs(loo.elpd - exact_loo()) < 0.05 * len(Y_LOO)
+    assert np.all(np.asarray(loo.pareto_k) < 0.7)
+
+
+def test_vi_corrected_loo_refuses_per_trial_latents_and_point_estimates():
+    from neurodyn.families.sweeps import approximate_loo
+
+    with pytest.raises(ValueError, match="per-trial latents z"):
+        approximate_loo(loo_problem_with(model, make_guide(1.2), Y), num_samples=30)
+
+    def map_guide(batch, *, num_trials):
+        numpyro.sample("mu", dist.Delta(0.5))
+
+    with pytest.raises(ValueError, match="MAP"):
+        approximate_loo(loo_problem(map_guide), num_samples=30)
+
+
+def loo_problem_with(model_fn, guide, y):
+    return loo_problem(guide)._replace(
+        model=model_fn,
+        batch={"y": y},
+        model_kwargs={"num_trials": len(y)},
+        num_observed_bins=len(y),
+    )

@@ -146,19 +146,35 @@ def summarize(log_weights: np.ndarray) -> ImportanceEstimate:
     fit = ~flat if S >= MIN_PSIS_SAMPLES else np.zeros_like(flat)
     if fit.any():
         body = raw[fit]
-        # arviz's psislw takes log-likelihoods and smooths the LOO ratios exp(-ary): negate.
-        smoothed, k = array_stats.psislw(-body, axis=-1)
-        j = np.argmin(body, axis=-1)[:, None]
-        smallest = np.take_along_axis(body, j, -1)[:, 0]
-        log_z = smallest - np.take_along_axis(np.asarray(smoothed), j, -1)[:, 0]
+        log_z, k = _smoothed_log_sum(body)
         log_marginal_psis[fit] = log_z - np.log(S)
-        khat[fit] = np.asarray(k)
+        khat[fit] = k
     return ImportanceEstimate(
         log_weights=lw,
         log_marginal=log_marginal,
         log_marginal_psis=log_marginal_psis,
         khat=khat,
     )
+
+
+def _smoothed_log_sum(body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PSIS of each row of ``body`` (rows, S): (log of the smoothed weights' sum, k-hat).
+
+    A row whose largest weights tie (a discrete latent whose likeliest paths the proposal draws
+    again and again) has no tail for the Pareto fit to see, and arviz_stats raises on it; such a
+    row's top is bounded, so it keeps its raw sum and k = -inf, like an exact proposal.
+    """
+    try:
+        smoothed, k = array_stats.psislw(-body, axis=-1)  # psislw smooths exp(-ary): negate
+    except ValueError:
+        if body.shape[0] == 1:
+            return _logsumexp(body), np.array([-np.inf])
+        rows = [_smoothed_log_sum(row[None]) for row in body]
+        return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+    # Smoothing changes only the largest weights: scale back from the smallest one.
+    j = np.argmin(body, axis=-1)[:, None]
+    smallest = np.take_along_axis(body, j, -1)[:, 0]
+    return smallest - np.take_along_axis(np.asarray(smoothed), j, -1)[:, 0], np.asarray(k)
 
 
 def _logsumexp(x):
