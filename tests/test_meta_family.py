@@ -82,6 +82,15 @@ def test_evaluate_metrics_and_embeddings(fitted, sessions):
     assert all(len(v) == config["embedding_dim"] for v in emb.values())
 
 
+def test_forecast_r2_matches_evaluate(fitted, sessions):
+    config, params, _ = fitted
+    full = fam.evaluate(config, params, sessions[:2], horizons=(1, 3), num_samples=2, seed=1)
+    only = fam.forecast_r2(config, params, sessions[:2], horizons=(1, 3), num_samples=2, seed=1)
+    assert only["forecast_r2"] == pytest.approx(full["forecast_r2"])
+    for name, per in only["per_recording"].items():
+        assert per == pytest.approx(full["per_recording"][name]["forecast_r2"])
+
+
 def test_evaluate_rejects_unknown_or_mismatched_recordings(fitted, sessions):
     config, params, _ = fitted
     with pytest.raises(ValueError, match="not part of this run"):

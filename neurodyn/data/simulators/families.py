@@ -19,16 +19,54 @@ import numpy as np
 from ..session import Session, make_session
 
 
-def _integrate(drift, z0, num_timesteps, dt, noise, rng, substeps=5):
-    """Euler-Maruyama: z0 (R, 2) -> (R, T, 2) sampled once per bin."""
+def _integrate(drift, z0, num_timesteps, dt, noise, rng, substeps=5, method="euler"):
+    """z0 (R, 2) -> (R, T, 2) sampled once per bin, ``substeps`` steps per bin.
+
+    ``method="euler"``: Euler-Maruyama. ``"rk4"``: a classical Runge-Kutta step of the drift
+    plus the same sqrt(h) noise increment. Explicit Euler adds energy to an undamped oscillation
+    at a rate ~ h omega^2, which for the Duffing oscillator (omega^2 ~ 3 c z1^2) outgrows weak
+    damping once the amplitude is large: trajectories then blow up (NaN at T = 300). RK4 keeps
+    the oscillators' energy balance.
+    """
     h = dt / substeps
     z = z0.copy()
     out = np.empty((z0.shape[0], num_timesteps, z0.shape[1]))
     for t in range(num_timesteps):
         out[:, t] = z
         for _ in range(substeps):
-            z = z + h * drift(z) + np.sqrt(h) * noise * rng.standard_normal(z.shape)
+            if method == "rk4":
+                k1 = drift(z)
+                k2 = drift(z + 0.5 * h * k1)
+                k3 = drift(z + 0.5 * h * k2)
+                k4 = drift(z + h * k3)
+                step = (k1 + 2 * k2 + 2 * k3 + k4) / 6
+            else:
+                step = drift(z)
+            z = z + h * step + np.sqrt(h) * noise * rng.standard_normal(z.shape)
     return out
+
+
+def drift_of(meta: dict):
+    """The noise-free drift z (K, 2) -> dz/dt (K, 2) of a Duffing or Hopf recording's ``meta``."""
+    if meta["system"] == "duffing":
+        a, b, c = meta["a"], meta["b"], meta["c"]
+        return lambda z: np.stack([z[:, 1], a * z[:, 1] - z[:, 0] * (b + c * z[:, 0] ** 2)], -1)
+    if meta["system"] == "hopf":
+        mu, omega = meta["mu"], meta["omega"]
+
+        def hopf(z):
+            r2 = (z**2).sum(-1, keepdims=True)
+            return mu * z + omega * np.stack([-z[:, 1], z[:, 0]], -1) - r2 * z
+
+        return hopf
+    raise ValueError(f"no drift for system {meta.get('system')!r}")
+
+
+def rollout_true(meta: dict, z0, steps: int, dt: float, substeps: int = 5):
+    """Noise-free RK4 roll-forward of the generating drift: z0 (K, 2) -> (K, steps, 2), the
+    latents 1..steps bins after z0 (for the oracle ceiling of a forecast metric)."""
+    rng = np.random.default_rng(0)  # unused: noise 0
+    return _integrate(drift_of(meta), z0, steps + 1, dt, 0.0, rng, substeps, "rk4")[:, 1:]
 
 
 def _observe(z, rng, likelihood, neurons, obs_noise, name, meta, dt) -> Session:
@@ -131,12 +169,9 @@ def simulate_duffing(
     for i in range(num_recordings):
         a, b = float(rng.uniform(*a_range)), float(rng.uniform(*b_range))
 
-        def drift(z, a=a, b=b):
-            return np.stack([z[:, 1], a * z[:, 1] - z[:, 0] * (b + c * z[:, 0] ** 2)], -1)
-
-        z0 = rng.uniform(-2.0, 2.0, (num_trials, 2))
-        z = _integrate(drift, z0, num_timesteps, dt, process_noise, rng)
         meta = dict(system="duffing", a=a, b=b, c=c)
+        z0 = rng.uniform(-2.0, 2.0, (num_trials, 2))
+        z = _integrate(drift_of(meta), z0, num_timesteps, dt, process_noise, rng, method="rk4")
         sessions.append(
             _observe(z, rng, likelihood, neurons, obs_noise, f"{name}_seed{seed}_{i:03d}", meta, dt)
         )
@@ -168,14 +203,9 @@ def simulate_hopf(
     for i in range(num_recordings):
         mu = float(mus[i])
 
-        def drift(z, mu=mu):
-            r2 = (z**2).sum(-1, keepdims=True)
-            rot = np.stack([-z[:, 1], z[:, 0]], -1)
-            return mu * z + omega * rot - r2 * z
-
-        z0 = rng.uniform(-1.5, 1.5, (num_trials, 2))
-        z = _integrate(drift, z0, num_timesteps, dt, process_noise, rng)
         meta = dict(system="hopf", mu=mu, omega=omega)
+        z0 = rng.uniform(-1.5, 1.5, (num_trials, 2))
+        z = _integrate(drift_of(meta), z0, num_timesteps, dt, process_noise, rng, method="rk4")
         sessions.append(
             _observe(z, rng, likelihood, neurons, obs_noise, f"{name}_seed{seed}_{i:03d}", meta, dt)
         )
