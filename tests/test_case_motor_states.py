@@ -1,0 +1,54 @@
+"""The motor-cortex states case study (Chewie, srnn and rslds): phase labels and a quick run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "case_studies" / "motor_cortex_states.py"
+
+
+def _module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("motor_cortex_states", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reach_phases_and_split():
+    mcs = _module()
+    # One trial: hold at speed 1, then speed rises to a peak of 10 at the last bin.
+    speed = np.array([1.0, 1.0, 1.0, 1.5, 3.0, 4.0, 6.0, 8.0, 10.0, 0.0])
+    velocity = np.stack([speed, np.zeros_like(speed)], -1)[None]
+    observed = np.arange(10)[None] < 9  # the last bin is padding
+    labels, onset = mcs.reach_phases(velocity, observed)
+    # onset: after the last bin below 0.2 * 10; late reach from the first bin >= 5.
+    assert onset.tolist() == [4]
+    assert labels[0, :9].tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2]
+    train, test = mcs.stratified_split(np.repeat(np.arange(4), 8), 0.25, seed=0)
+    assert len(test) == 8 and len(np.intersect1d(train, test)) == 0
+    assert np.bincount(np.repeat(np.arange(4), 8)[test]).tolist() == [2, 2, 2, 2]
+
+
+@pytest.mark.slow
+def test_motor_cortex_states_quick(shared_data, tmp_path):
+    cmd = [sys.executable, str(SCRIPT), "--data", str(shared_data), "--out", str(tmp_path)]
+    subprocess.run([*cmd, "--quick"], check=True)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) >= {"data", "comparison", "chosen_K", "fits", "baselines", "wall_seconds"}
+    assert metrics["data"]["trials"] == metrics["data"]["train_trials"] + 25
+    assert set(metrics["chosen_K"]) == {"srnn", "rslds"}
+    assert all(k in (2, 3) for k in metrics["chosen_K"].values())
+    runs = {f"{m}_K{k}" for m in ("srnn", "rslds") for k in (2, 3)}
+    assert set(metrics["comparison"]["all"]) == runs
+    for fit in metrics["fits"].values():
+        for key in ("state_accuracy", "accuracy_many_to_one", "hold_vs_reach_accuracy"):
+            assert 0.0 <= fit[key] <= 1.0
+        assert np.isfinite(fit["heldout_loglik_per_bin"])
+    for name in ("state_rasters", "flow_fields_srnn", "flow_fields_rslds", "elpd_vs_k"):
+        assert (tmp_path / f"{name}.png").exists()
