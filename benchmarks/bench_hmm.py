@@ -1,12 +1,32 @@
-"""Benchmark the discrete-state core: sequential (``lax.scan``) vs parallel (``associative_scan``).
+"""Benchmark the discrete-state core: sequential vs parallel-in-time vs ``dynamax``.
 
 For every sequence length ``T`` and number of states ``K`` it times, over a batch of sequences
-(``vmap``), both the log marginal alone and the log marginal with its gradient w.r.t. the log
-likelihoods (``value_and_grad``, i.e. forward-backward). Compile time (lowering + XLA compile)
-is reported apart from the steady-state time, the median of several runs after a warm-up.
+(``vmap``), both the log marginal alone (**value**) and the log marginal with the smoothed
+state marginals (**value+grad**: ``value_and_grad`` w.r.t. the log likelihoods, i.e.
+forward-backward) for
 
-    python benchmarks/bench_hmm.py            # T in {100, 1000, 10000}, K in {2, 8}
-    python benchmarks/bench_hmm.py --quick    # T in {100, 1000}, under a minute
+* ``seq``: ``neurodyn.inference.hmm.log_marginal(method="sequential")`` (``lax.scan``),
+* ``par``: ``method="parallel"`` (``lax.associative_scan``),
+* ``dynamax``: ``dynamax.hidden_markov_model.hmm_filter`` (value: ``marginal_loglik``) and
+  ``hmm_smoother(..., compute_trans_probs=False)`` (value+grad: ``marginal_loglik`` and
+  ``smoothed_probs``, the same quantities), when ``dynamax`` can be imported;
+* ``prob``: not package code, a sketch of a proposed change to the core, kept here to size it:
+  the same ``lax.scan`` forward pass in probability space (scaled forward algorithm, as
+  ``dynamax`` does: one ``exp`` per bin and state instead of ``K^2`` inside a log-sum-exp, and
+  the stationary transition matrix not broadcast over time), differentiated by autodiff.
+
+Before timing a row, the three are checked to agree (max abs difference of the log marginals
+and of the smoothed marginals). Compile time (lowering + XLA compile) is reported apart from the
+steady-state time, the median of several runs after a warm-up run.
+
+Cells that would not fit are skipped with a printed reason, never run: a lower bound of the
+memory a method needs is checked against ``--memory-budget-gb`` before compiling, and the
+compiled program's own buffer sizes (``memory_analysis``) after. Cells predicted (linearly in T
+from the same method at the previous T) to take longer than ``--max-call-s`` per call are also
+skipped.
+
+    python benchmarks/bench_hmm.py            # T in {100, 1000, 10000, 100000}, K in {2, 8, 32}
+    python benchmarks/bench_hmm.py --quick    # T in {100, 1000}, K in {2, 8}, a minute or two
     python benchmarks/bench_hmm.py --out results.json
 """
 
@@ -27,6 +47,8 @@ import numpy as np
 from neurodyn.inference import hmm
 
 TASKS = ("value", "value+grad")
+METHODS = ("seq", "par", "dynamax", "prob")
+BYTES = 4  # float32
 
 
 def machine() -> dict:
@@ -37,15 +59,40 @@ def machine() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         cpu = platform.processor() or cpu
+    ram_gb = float("nan")
+    try:
+        ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        pass
     return dict(
         nproc=os.cpu_count(),
         cpu=cpu,
+        ram_gib=round(ram_gb, 1),
         jax=jax.__version__,
         backend=jax.default_backend(),
         devices=[str(d) for d in jax.devices()],
         python=platform.python_version(),
         load_average=os.getloadavg(),
     )
+
+
+def machine_line(info: dict | None = None) -> str:
+    """One line naming the machine (printed at the top of every benchmark)."""
+    info = info or machine()
+    return (
+        f"# machine: nproc {info['nproc']}, {info['cpu']}, {info['ram_gib']} GiB RAM, "
+        f"JAX {info['jax']} ({info['backend']}), Python {info['python']}, "
+        f"load average {info['load_average'][0]:.2f} (shared machine)"
+    )
+
+
+def dynamax_or_reason():
+    """``(module, None)`` when dynamax imports, else ``(None, reason)``."""
+    try:
+        from dynamax.hidden_markov_model import inference as dynamax_hmm
+    except Exception as err:  # noqa: BLE001 - any import failure means "not comparable here"
+        return None, f"dynamax not importable ({type(err).__name__}: {err})"
+    return dynamax_hmm, None
 
 
 def problem(num_sequences: int, num_bins: int, num_states: int, seed: int = 0):
@@ -57,87 +104,346 @@ def problem(num_sequences: int, num_bins: int, num_states: int, seed: int = 0):
 
     log_init = log_normalized(rng.normal(size=(num_sequences, num_states)))
     log_trans = log_normalized(rng.normal(size=(num_sequences, num_states, num_states)))
-    log_lik = rng.normal(size=(num_sequences, num_bins, num_states)) - 2.0
+    log_lik = rng.normal(size=(num_sequences, num_bins, num_states)).astype(np.float32) - 2.0
     return tuple(jnp.asarray(x, jnp.float32) for x in (log_init, log_trans, log_lik))
 
 
-def batched(task: str, method: str):
-    """The jitted, vmapped function to time."""
-    log_z = functools.partial(hmm.log_marginal, method=method)
+def prob_log_marginal(log_init, log_trans, log_lik):
+    """``log p(y)`` by the scaled forward algorithm in probability space (stationary ``[K, K]``
+    transitions): the ``prob`` variant, a proposed change to the core (see the module docstring).
+    """
+    trans = jnp.exp(log_trans)
+    peak = jax.lax.stop_gradient(jnp.max(log_lik, axis=-1))
+    lik = jnp.exp(log_lik - peak[:, None])
+
+    def step(carry, lik_t):
+        alpha, log_norm = carry
+        alpha = (alpha @ trans) * lik_t
+        total = alpha.sum()
+        return (alpha / total, log_norm + jnp.log(total)), None
+
+    alpha = jnp.exp(log_init) * lik[0]
+    total = alpha.sum()
+    (_, log_norm), _ = jax.lax.scan(step, (alpha / total, jnp.log(total)), lik[1:])
+    return log_norm + peak.sum()
+
+
+def batched(task: str, method: str, dynamax_hmm=None):
+    """The jitted, vmapped function to time, and a function mapping the log potentials to its
+    arguments. Every variant returns ``(log p(y) [B], p(s_t | y) [B, T, K] or None)``."""
+    if method == "dynamax":
+        if task == "value":
+
+            def one(init, trans, log_lik):
+                return dynamax_hmm.hmm_filter(init, trans, log_lik).marginal_loglik, None
+
+        else:
+            # ``hmm_smoother`` is jitted with ``compute_trans_probs`` traced; call the function
+            # under the jit so that the flag stays a Python bool (no pairwise marginals: the
+            # neurodyn side differentiates w.r.t. the log likelihoods only).
+            smoother = getattr(dynamax_hmm.hmm_smoother, "__wrapped__", dynamax_hmm.hmm_smoother)
+
+            def one(init, trans, log_lik):
+                post = smoother(init, trans, log_lik, compute_trans_probs=False)
+                return post.marginal_loglik, post.smoothed_probs
+
+        def prepare(log_init, log_trans, log_lik):
+            return jnp.exp(log_init), jnp.exp(log_trans), log_lik
+
+        return jax.jit(jax.vmap(one)), prepare
+
+    if method == "prob":
+        log_z = prob_log_marginal
+    else:
+        log_z = functools.partial(
+            hmm.log_marginal, method="sequential" if method == "seq" else "parallel"
+        )
     if task == "value+grad":
         log_z = jax.value_and_grad(log_z, argnums=2)
-    return jax.jit(jax.vmap(log_z))
+    else:
+        log_z = (lambda f: lambda *a: (f(*a), None))(log_z)
+    return jax.jit(jax.vmap(log_z)), lambda *a: a
 
 
-def time_one(task: str, method: str, args, repeats: int) -> dict:
-    """Compile time and median steady-state time (seconds) of one jitted call."""
+def lower_bound_bytes(method: str, task: str, B: int, T: int, K: int) -> int:
+    """A lower bound of the memory one call needs (used to skip a cell before compiling).
+
+    ``seq`` broadcasts the stationary transition matrix to ``[T-1, K, K]`` per sequence; the
+    gradient also keeps the per-step ``[K, K]`` residuals. ``par`` holds ``[T, K, K]`` transfer
+    matrices and the same again for the scan's output (and residuals for the gradient).
+    ``dynamax`` keeps ``[T, K]`` filtered and predicted probabilities (and the backward pass's).
+    """
+    if method == "seq":
+        per_bin = K * K * (2 if task == "value+grad" else 1)
+    elif method == "par":
+        per_bin = K * K * (4 if task == "value+grad" else 2)
+    elif method == "dynamax":
+        per_bin = K * (5 if task == "value+grad" else 2)
+    else:
+        per_bin = K * (3 if task == "value+grad" else 1)
+    return B * T * (per_bin + K) * BYTES
+
+
+def compiled_bytes(compiled) -> int | None:
+    """Arguments + outputs + temporaries of a compiled program, or None if not reported."""
+    try:
+        m = compiled.memory_analysis()
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        return None
+
+
+def time_one(fn, args, repeats: int, budget_bytes: float, max_call_s: float) -> dict:
+    """Compile, check the memory, then time ``repeats`` calls after a warm-up call."""
     start = time.perf_counter()
-    compiled = batched(task, method).lower(*args).compile()
+    compiled = fn.lower(*args).compile()
     compile_s = time.perf_counter() - start
-
-    jax.block_until_ready(compiled(*args))  # warm-up
+    need = compiled_bytes(compiled)
+    if need is not None and need > budget_bytes:
+        return dict(
+            skipped=f"compiled program needs {need / 2**30:.1f} GiB > budget "
+            f"{budget_bytes / 2**30:.1f} GiB",
+            compile_s=compile_s,
+            memory_gib=need / 2**30,
+        )
+    start = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))  # warm-up
+    first_s = time.perf_counter() - start
     runs = []
-    for _ in range(repeats):
+    # Long calls: fewer repeats, so that the whole suite stays within its time budget.
+    count = repeats if first_s < 0.2 * max_call_s else min(repeats, 2)
+    for _ in range(count):
         start = time.perf_counter()
         jax.block_until_ready(compiled(*args))
         runs.append(time.perf_counter() - start)
-    return dict(compile_s=compile_s, run_s=statistics.median(runs), runs_s=runs)
+    return dict(
+        compile_s=compile_s,
+        run_s=statistics.median(runs),
+        runs_s=runs,
+        memory_gib=None if need is None else need / 2**30,
+        out=out,
+    )
 
 
-def run(lengths, state_counts, num_sequences: int, repeats: int) -> list[dict]:
+def agreement(results: dict) -> dict:
+    """Differences of each method's outputs from ``seq``'s (same inputs): max relative
+    difference of the log marginals, max abs difference of the smoothed marginals."""
+    ref = results.get("seq", {}).get("out")
+    diffs = {}
+    if ref is None:
+        return diffs
+    for method, res in results.items():
+        out = res.get("out")
+        if method == "seq" or out is None:
+            continue
+        rel = jnp.abs(out[0] - ref[0]) / jnp.maximum(1.0, jnp.abs(ref[0]))
+        d = dict(value=float(jnp.max(rel)))
+        if ref[1] is not None and out[1] is not None:
+            d["marginals"] = float(jnp.max(jnp.abs(out[1] - ref[1])))
+        diffs[method] = d
+    return diffs
+
+
+def run(
+    lengths,
+    state_counts,
+    num_sequences: int = 64,
+    repeats: int = 5,
+    methods=METHODS,
+    budget_gb: float = 6.0,
+    max_call_s: float = 60.0,
+    verbose: bool = True,
+    tasks=TASKS,
+) -> list[dict]:
+    """Time every (T, K, task) cell; returns one row per cell (see :func:`format_row`)."""
+    dynamax_hmm, reason = (None, None)
+    if "dynamax" in methods:
+        dynamax_hmm, reason = dynamax_or_reason()
+        if reason and verbose:
+            print(f"# dynamax column skipped: {reason}", flush=True)
+    budget = budget_gb * 2**30
+    last_time = {}  # (method, task, K) -> (T, run_s): to predict the next T's time
     results = []
     for num_bins in lengths:
         for num_states in state_counts:
             args = problem(num_sequences, num_bins, num_states)
-            for task in TASKS:
+            for task in tasks:
                 row = dict(T=num_bins, K=num_states, B=num_sequences, task=task)
-                for method in hmm.METHODS:
-                    row[method] = time_one(task, method, args, repeats)
-                row["ratio"] = row["parallel"]["run_s"] / row["sequential"]["run_s"]
+                timed = {}
+                for method in methods:
+                    if method == "dynamax" and dynamax_hmm is None:
+                        row[method] = dict(skipped=reason)
+                        continue
+                    need = lower_bound_bytes(method, task, num_sequences, num_bins, num_states)
+                    prev = last_time.get((method, task, num_states))
+                    predicted = None
+                    if prev is not None and prev[1] is not None:
+                        predicted = prev[1] * num_bins / prev[0]
+                    if need > budget:
+                        row[method] = dict(
+                            skipped=f"needs >= {need / 2**30:.1f} GiB > budget {budget_gb:.1f} GiB"
+                        )
+                    elif predicted is not None and predicted > max_call_s:
+                        row[method] = dict(
+                            skipped=f"predicted {predicted:.0f} s per call > {max_call_s:.0f} s"
+                        )
+                    elif prev is not None and prev[1] is None:
+                        row[method] = dict(skipped="skipped at a smaller T")
+                    else:
+                        fn, prepare = batched(task, method, dynamax_hmm)
+                        try:
+                            row[method] = time_one(fn, prepare(*args), repeats, budget, max_call_s)
+                        except Exception as err:  # noqa: BLE001 - report, never crash the suite
+                            row[method] = dict(skipped=f"failed: {type(err).__name__}: {err}"[:200])
+                    if "run_s" in row[method]:
+                        timed[method] = row[method]
+                        last_time[(method, task, num_states)] = (num_bins, row[method]["run_s"])
+                    else:
+                        last_time[(method, task, num_states)] = (num_bins, None)
+                row["agreement"] = agreement(timed)
+                for res in timed.values():
+                    res.pop("out", None)
+                seq = row["seq"].get("run_s") if "seq" in row else None
+                for method in ("par", "dynamax", "prob"):
+                    other = row.get(method, {}).get("run_s")
+                    row[f"{method}/seq"] = other / seq if other and seq else None
                 results.append(row)
-                print(format_row(row), flush=True)
+                if verbose:
+                    print(format_row(row), flush=True)
+                    for method, reason_ in skipped(row):
+                        print(f"#   T={num_bins} K={num_states} {task} {method}: {reason_}")
     return results
 
 
+def skipped(row: dict):
+    """(method, reason) of each skipped method of a row."""
+    return [(m, row[m]["skipped"]) for m in METHODS if m in row and "skipped" in row[m]]
+
+
 HEADER = (
-    "|     T |  K | task       | seq compile (s) | seq run (ms) "
-    "| par compile (s) | par run (ms) | par / seq |\n"
-    "|------:|---:|:-----------|----------------:|-------------:"
-    "|----------------:|-------------:|----------:|"
+    "|      T |  K | task       | seq compile (s) | seq run (ms) | par compile (s) | par run (ms) "
+    "| dynamax compile (s) | dynamax run (ms) | prob run (ms) | par / seq | seq / dynamax "
+    "| prob / dynamax | max diff |\n"
+    "|-------:|---:|:-----------|----------------:|-------------:|----------------:|-------------:"
+    "|--------------------:|-----------------:|--------------:|----------:|--------------:"
+    "|---------------:|---------:|"
 )
 
 
+def _cell(res: dict | None, key: str, scale: float, width: int) -> str:
+    if res is None or key not in res:
+        return f"{'skip':>{width}s}" if res is not None and "skipped" in res else " " * width
+    return f"{scale * res[key]:{width}.2f}"
+
+
 def format_row(row: dict) -> str:
-    seq, par = row["sequential"], row["parallel"]
+    """One Markdown table row."""
+    seq, par, dyn, prob = (row.get(m) for m in METHODS)
+    par_ratio = f"{row['par/seq']:9.2f}" if row.get("par/seq") else f"{'-':>9s}"
+    dyn_seq, prob_seq = row.get("dynamax/seq"), row.get("prob/seq")
+    dyn_ratio = f"{1 / dyn_seq:13.2f}" if dyn_seq else f"{'-':>13s}"
+    prob_ratio = f"{prob_seq / dyn_seq:14.2f}" if dyn_seq and prob_seq else f"{'-':>14s}"
+    diffs = [v for d in row.get("agreement", {}).values() for v in d.values()]
+    diff = f"{max(diffs):8.1e}" if diffs else f"{'-':>8s}"
     return (
-        f"| {row['T']:5d} | {row['K']:2d} | {row['task']:<10s} "
-        f"| {seq['compile_s']:15.2f} | {1e3 * seq['run_s']:12.2f} "
-        f"| {par['compile_s']:15.2f} | {1e3 * par['run_s']:12.2f} | {row['ratio']:9.2f} |"
+        f"| {row['T']:6d} | {row['K']:2d} | {row['task']:<10s} "
+        f"| {_cell(seq, 'compile_s', 1, 15)} | {_cell(seq, 'run_s', 1e3, 12)} "
+        f"| {_cell(par, 'compile_s', 1, 15)} | {_cell(par, 'run_s', 1e3, 12)} "
+        f"| {_cell(dyn, 'compile_s', 1, 19)} | {_cell(dyn, 'run_s', 1e3, 16)} "
+        f"| {_cell(prob, 'run_s', 1e3, 13)} | {par_ratio} | {dyn_ratio} | {prob_ratio} | {diff} |"
     )
+
+
+def summary(results: list[dict]) -> dict:
+    """Goal figures: seq / dynamax (CPU goal: <= 1) and par / seq over the timed cells."""
+    seq_dyn = [1 / r["dynamax/seq"] for r in results if r.get("dynamax/seq")]
+    par_seq = [r["par/seq"] for r in results if r.get("par/seq")]
+    prob_dyn = [
+        r["prob/seq"] / r["dynamax/seq"]
+        for r in results
+        if r.get("prob/seq") and r.get("dynamax/seq")
+    ]
+    out = {}
+    if prob_dyn:
+        out["prob/dynamax"] = dict(
+            median=statistics.median(prob_dyn),
+            max=max(prob_dyn),
+            min=min(prob_dyn),
+            n=len(prob_dyn),
+        )
+    if seq_dyn:
+        out["seq/dynamax"] = dict(
+            median=statistics.median(seq_dyn), max=max(seq_dyn), min=min(seq_dyn), n=len(seq_dyn)
+        )
+    if par_seq:
+        out["par/seq"] = dict(
+            median=statistics.median(par_seq), max=max(par_seq), min=min(par_seq), n=len(par_seq)
+        )
+    diffs = [v for r in results for d in r.get("agreement", {}).values() for v in d.values()]
+    out["max_abs_diff"] = max(diffs) if diffs else None
+    return out
 
 
 def main(argv=None):
+    """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="T in {100, 1000} only")
+    parser.add_argument("--quick", action="store_true", help="T in {100, 1000}, K in {2, 8}")
     parser.add_argument("--out", help="write the results as JSON to this path")
     parser.add_argument("--batch", type=int, default=64, help="sequences per call (vmap)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs after warm-up")
+    parser.add_argument("--lengths", type=int, nargs="+", help="override T")
+    parser.add_argument("--states", type=int, nargs="+", help="override K")
+    parser.add_argument(
+        "--memory-budget-gb", type=float, default=6.0, help="skip cells needing more memory"
+    )
+    parser.add_argument(
+        "--max-call-s", type=float, default=30.0, help="skip cells predicted to run longer"
+    )
     args = parser.parse_args(argv)
 
-    lengths = (100, 1000) if args.quick else (100, 1000, 10000)
+    lengths = args.lengths or ((100, 1000) if args.quick else (100, 1000, 10000, 100000))
+    states = args.states or ((2, 8) if args.quick else (2, 8, 32))
     info = machine()
+    print(machine_line(info), flush=True)
     print(
-        f"# {info['nproc']} x {info['cpu']}, JAX {info['jax']} ({info['backend']}), "
-        f"B = {args.batch} sequences, median of {args.repeats} runs, "
-        f"load average {info['load_average'][0]:.2f}",
+        f"# B = {args.batch} sequences, median of {args.repeats} runs (2 for calls > "
+        f"{0.2 * args.max_call_s:.0f} s), memory budget {args.memory_budget_gb} GiB",
         flush=True,
     )
     print(HEADER, flush=True)
-    results = run(lengths, (2, 8), args.batch, args.repeats)
+    results = run(
+        lengths,
+        states,
+        args.batch,
+        args.repeats,
+        budget_gb=args.memory_budget_gb,
+        max_call_s=args.max_call_s,
+    )
+    s = summary(results)
+    if "seq/dynamax" in s:
+        d = s["seq/dynamax"]
+        print(
+            f"# seq / dynamax over {d['n']} cells: median {d['median']:.2f}, "
+            f"min {d['min']:.2f}, max {d['max']:.2f} (goal on CPU: <= 1)"
+        )
+    if "par/seq" in s:
+        d = s["par/seq"]
+        print(f"# par / seq over {d['n']} cells: median {d['median']:.2f}, max {d['max']:.2f}")
+    if "prob/dynamax" in s:
+        d = s["prob/dynamax"]
+        print(
+            f"# prob (proposed core) / dynamax over {d['n']} cells: median {d['median']:.2f}, "
+            f"min {d['min']:.2f}, max {d['max']:.2f}"
+        )
+    print(
+        "# max difference from seq (relative for log p(y), absolute for p(s_t | y)): "
+        f"{s['max_abs_diff']}"
+    )
     if args.out:
         with open(args.out, "w") as f:
             info["load_average_after"] = os.getloadavg()
-            json.dump(dict(machine=info, batch=args.batch, results=results), f, indent=2)
+            json.dump(dict(machine=info, batch=args.batch, results=results, summary=s), f, indent=2)
+    return results
 
 
 if __name__ == "__main__":

@@ -1,15 +1,23 @@
 """Step time of the meta-dynamical model against the number of recordings M.
 
 One SVI step covers every recording (padded neurons, ``--batch`` trials drawn per recording),
-so the time per step should grow at most linearly in M. Recordings are random data of the
-default shapes (20-100 neurons, T bins); the timing excludes compilation.
+so the time per step should grow at most linearly in M (goal: linear or better). Recordings are
+random data of the default shapes (20-100 neurons, T bins). Every M's step is compiled first
+(compile time reported apart: one compilation per M, the shapes change); the steps are then
+timed side by side, alternating between the values of M in rounds (median round reported), so
+that load on a shared machine hits every M alike. The CPU time (user + system, all threads) per
+step is reported too, being less sensitive to other jobs than the wall time.
 
-    python benchmarks/bench_meta.py [--quick] [--sizes 5 20 100 500] [--steps 10]
+    python benchmarks/bench_meta.py [--quick] [--sizes 5 20 100 500] [--steps 5] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import resource
+import statistics
 import time
 
 import jax
@@ -22,7 +30,14 @@ from neurodyn.data.session import make_session
 from neurodyn.families import meta
 
 
-def step_time(M, *, trials, T, batch, steps, model="meta-dssm"):
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def compiled_step(M, *, trials, T, batch, model="meta-dssm"):
+    """(update, state, compile seconds) of one jitted SVI step over M random recordings."""
     rng = np.random.default_rng(M)
     sessions = [
         make_session(rng.normal(size=(trials, T, rng.integers(20, 101))), name=f"r{i:04d}")
@@ -42,32 +57,90 @@ def step_time(M, *, trials, T, batch, steps, model="meta-dssm"):
     t0 = time.perf_counter()
     state, loss = update(state, jax.random.PRNGKey(1))
     jax.block_until_ready(loss)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for s in range(steps):
-        state, loss = update(state, jax.random.PRNGKey(2 + s))
-    jax.block_until_ready(loss)
-    return (time.perf_counter() - t0) / steps, compile_s
+    return update, state, time.perf_counter() - t0
+
+
+def scaling(rows: list[dict], key: str = "step_s") -> dict:
+    """Log-log slope of step time against M between the smallest and largest M, and the ratio
+    of their per-recording times (linear: slope <= 1, ratio <= 1 up to noise)."""
+    a, b = rows[0], rows[-1]
+    slope = math.log(b[key] / a[key]) / math.log(b["M"] / a["M"])
+    return dict(slope=slope, per_recording_ratio=(b[key] / b["M"]) / (a[key] / a["M"]))
+
+
+def run(sizes, trials=16, T=100, batch=8, steps=5, rounds=3, verbose=True) -> list[dict]:
+    """Compile a step for each M, then time them in alternating rounds; one row per M."""
+    steps_of = {}
+    for M in sizes:
+        steps_of[M] = list(compiled_step(M, trials=trials, T=T, batch=batch))
+        if verbose:
+            print(f"# compiled M = {M} in {steps_of[M][2]:.1f} s", flush=True)
+    wall = {M: [] for M in sizes}
+    cpu = {M: [] for M in sizes}
+    for r in range(rounds):
+        for M in sizes:
+            update, state, _ = steps_of[M]
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            for s in range(steps):
+                state, loss = update(state, jax.random.PRNGKey(2 + r * steps + s))
+            jax.block_until_ready(loss)
+            wall[M].append((time.perf_counter() - t0) / steps)
+            cpu[M].append((cpu_seconds() - c0) / steps)
+            steps_of[M][1] = state
+    rows = [
+        dict(
+            M=M,
+            step_s=statistics.median(wall[M]),
+            cpu_s=statistics.median(cpu[M]),
+            compile_s=steps_of[M][2],
+            rounds_s=wall[M],
+        )
+        for M in sizes
+    ]
+    if verbose:
+        print("| M | s / step | ms / step / recording | CPU s / step | compile (s) |")
+        print("|---:|---:|---:|---:|---:|")
+        for row in rows:
+            print(
+                f"| {row['M']} | {row['step_s']:.3f} | {1e3 * row['step_s'] / row['M']:.2f} "
+                f"| {row['cpu_s']:.3f} | {row['compile_s']:.1f} |",
+                flush=True,
+            )
+    return rows
 
 
 def main(argv=None):
+    """Command line: see the module docstring."""
+    from bench_hmm import machine_line
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", help="recordings M (default 5 20 100 500)")
     p.add_argument("--quick", action="store_true", help="M in 5 20 100 only")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=5, help="steps per round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--timesteps", type=int, default=100)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--out", help="write the results as JSON to this path")
     args = p.parse_args(argv)
     args.sizes = args.sizes or ([5, 20, 100] if args.quick else [5, 20, 100, 500])
-    print(f"meta-dssm, T={args.timesteps}, {args.batch} trials/recording/step, N in [20, 100]")
-    print("| M | s / step | ms / step / recording | compile s |")
-    print("|---|---|---|---|")
-    for M in args.sizes:
-        per_step, compile_s = step_time(
-            M, trials=args.trials, T=args.timesteps, batch=args.batch, steps=args.steps
-        )
-        print(f"| {M} | {per_step:.3f} | {1e3 * per_step / M:.2f} | {compile_s:.1f} |", flush=True)
+    print(machine_line(), flush=True)
+    print(
+        f"# meta-dssm, T={args.timesteps}, {args.batch} trials/recording/step, N in [20, 100], "
+        f"{args.rounds} alternating rounds of {args.steps} steps, median round"
+    )
+    rows = run(args.sizes, args.trials, args.timesteps, args.batch, args.steps, args.rounds)
+    s = scaling(rows)
+    s_cpu = scaling(rows, "cpu_s")
+    print(
+        f"# M {rows[0]['M']} -> {rows[-1]['M']}: log-log slope {s['slope']:.2f} (wall), "
+        f"{s_cpu['slope']:.2f} (CPU); per-recording time ratio {s['per_recording_ratio']:.2f} "
+        f"(wall), {s_cpu['per_recording_ratio']:.2f} (CPU); goal: linear or better, slope <= 1"
+    )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(dict(rows=rows, scaling=s, scaling_cpu=s_cpu), f, indent=2)
+    return rows
 
 
 if __name__ == "__main__":

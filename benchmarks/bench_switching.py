@@ -1,18 +1,35 @@
-"""SRNN SVI step time on the Lorenz case, NumPyro program vs a hand-written JAX loss.
+"""SVI step time of each model, NumPyro program vs a hand-written pure-JAX loss of the same ELBO.
 
-Setting: 12 trials x 200 bins x 10 Gaussian neurons (``simulate_lorenz``), ``srnn`` with K = 2,
-D = 3, ``dkf`` guide, one ELBO particle, Adam. Both sides compute the same ELBO with the same
-building blocks (the core's forward algorithm, the model's dynamics/readout modules, the guide's
-encoder and DKF distribution); the hand-written side calls them directly, with the unconstrained
-parameterisation written out (log scales, softmax simplices), so the ratio measures what the
-NumPyro program costs on top (tracing, handlers, transforms). Compile time is reported apart.
+The probabilistic-programming overhead (goal: <= 1.3x), measured for
 
-Run: ``python benchmarks/bench_switching.py [--quick]``.
+* every switching configuration, ``srnn``, ``slds``, ``rslds``, ``hmm`` (K = 2) and ``lds``
+  (K = 1), on the Lorenz case: 12 trials x 200 bins x 10 Gaussian neurons (``simulate_lorenz``),
+  D = 3, ``dkf`` guide, one ELBO particle, Adam;
+* ``meta-dssm`` on limit cycles: M = 5 recordings (``simulate_limit_cycles``, 20-100 neurons),
+  16 trials x 100 bins each, 8 trials per recording drawn per step by the package's
+  ``recording_sampler`` (on both sides), default sizes (d_e = 2, rank 2, D = 2).
+
+Both sides compute the same ELBO with the same building blocks (the core's forward algorithm,
+the models' dynamics/readout/hypernetwork modules, the guides' encoders and trajectory
+distributions, ``numpyro.distributions`` log densities as plain functions); the hand-written
+side calls them directly with the unconstrained parameterisation written out (log scales,
+softmax simplices) and no handlers, so the ratio measures what the NumPyro program costs on
+top (tracing, effect handlers, constraint transforms, the ELBO's bookkeeping).
+
+Before timing, each hand-written loss is evaluated at the NumPyro program's initial parameters
+and with the random keys its guide draws with, and compared with ``Trace_ELBO().loss`` (max abs
+difference printed; relative to |loss| it should be ~1e-6). Steady-state step times alternate
+between the two sides in rounds (the median round is reported) so that load on a shared machine
+hits both alike; compile time (first call) is reported apart.
+
+Run: ``python benchmarks/bench_switching.py [--quick] [--models srnn hmm meta-dssm]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import time
 
 import equinox as eqx
@@ -20,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 import optax
+from numpyro import handlers
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.optim import optax_to_numpyro
 
@@ -27,118 +45,373 @@ from neurodyn.data import split_trials
 from neurodyn.data.simulators.switching import simulate_lorenz
 from neurodyn.families import switching as family
 from neurodyn.guides.switching import trajectory_dist
-from neurodyn.models.switching import Globals, default_priors, trajectory_log_prob
+from neurodyn.inference import hmm
+from neurodyn.models.switching import (
+    Globals,
+    default_priors,
+    observation_dist,
+    trajectory_log_prob,
+)
+
+SWITCHING = ("srnn", "slds", "rslds", "hmm", "lds")
+MODELS = (*SWITCHING, "meta-dssm")
 
 
-def setup():
-    train, _ = split_trials(simulate_lorenz(seed=0), 12)
-    config = family.make_config("srnn", [train], options=dict(states=2, latent_dim=3))
-    spec = family.spec_of(config)
-    labels, init = family._initial_values(spec, train, 0)
-    _, model, guide = family.build(config, init)
-    return config, spec, model, guide, family.batch_of(train)
+# ----------------------------------------------------------------------------------------------
+# Shared helpers
+# ----------------------------------------------------------------------------------------------
 
 
-def numpyro_step(model, guide, batch):
-    svi = SVI(model, guide, optax_to_numpyro(optax.adam(1e-3)), Trace_ELBO())
-    state = svi.init(jax.random.PRNGKey(0), batch, num_trials=12)
-    update = jax.jit(lambda state: svi.update(state, batch, num_trials=12))
-    return update, state
-
-
-def handwritten_step(spec, model, batch):
-    """The same ELBO as a plain JAX function of an unconstrained parameter pytree."""
-    modules = model.keywords["modules"]
-    priors = default_priors(spec)
-    K, D = spec.num_states, spec.latent_dim
-    gi = modules["global_init"]
-    part = lambda m: eqx.partition(m, eqx.is_inexact_array)  # noqa: E731
-    (dyn, dyn_s), (ro, ro_s), (enc, enc_s) = (
-        part(modules[k]) for k in ("dynamics", "readout", "encoder")
-    )
-    params = {
-        "dynamics": dyn,
-        "readout": ro,
-        "encoder": enc,
-        "logit_init": jnp.zeros(K),
-        "logit_trans": jnp.log(0.9 * jnp.eye(K) + 0.1 / K),
-        "log_q": jnp.log(gi["process_scale"]),
-        "log_sigma": jnp.log(gi["obs_scale"]),
-        "R": jnp.zeros((D, K)),
-        "r": jnp.zeros(K),
+def guide_keys(guide, params, rng_key, *args, **kwargs) -> dict:
+    """The PRNG key each sample site of ``guide`` draws with inside ``Trace_ELBO().loss(rng_key,
+    params, ...)`` (one particle: the guide is seeded with the second half of ``split(rng_key)``).
+    """
+    _, guide_seed = jax.random.split(rng_key)
+    tr = handlers.trace(
+        handlers.substitute(handlers.seed(guide, guide_seed), data=params)
+    ).get_trace(*args, **kwargs)
+    return {
+        name: site["kwargs"]["rng_key"]
+        for name, site in tr.items()
+        if site["type"] == "sample" and not site["is_observed"]
     }
 
-    def loss(params, key):
-        pi = jax.nn.softmax(params["logit_init"])
-        A = jax.nn.softmax(params["logit_trans"], -1)
-        q, sigma = jnp.exp(params["log_q"]), jnp.exp(params["log_sigma"])
-        g = Globals(
-            jnp.log(pi),
-            jnp.log(A),
-            params["R"],
-            params["r"],
-            eqx.combine(params["dynamics"], dyn_s),
-            q,
-            priors["initial_state"],
-            eqx.combine(params["readout"], ro_s),
-            sigma,
-        )
-        encoder = eqx.combine(params["encoder"], enc_s)
-        qh = trajectory_dist("dkf", encoder, batch["y"], batch["mask"], D)
-        h = qh.sample(key)
-        drive = jax.vmap(jax.vmap(g.readout))(h)
-        log_y = jnp.where(batch["mask"], dist.Normal(drive, sigma).log_prob(batch["y"]), 0.0)
-        log_prior = (
-            priors["init_probs"].log_prob(pi)
-            + priors["transition"].log_prob(A).sum()
-            + priors["process_scale"].log_prob(q).sum()
-            + priors["obs_scale"].log_prob(sigma).sum()
-        )
-        elbo = trajectory_log_prob(g, h).sum() + log_y.sum() - qh.log_prob(h).sum() + log_prior
-        return -elbo
 
-    opt = optax.adam(1e-3)
+def module(params: dict, name: str, template):
+    """The Equinox module ``name`` with its arrays taken from a NumPyro params dict."""
+    _, static = eqx.partition(template, eqx.is_inexact_array)
+    return eqx.combine(params[f"{name}$params"], static)
+
+
+def adam_update(loss, sample_batch=None, learning_rate=1e-3):
+    """A jitted Adam step of a hand-written ``loss(params, key[, batch])``: (state, key) ->
+    (state, loss); with ``sample_batch`` the batch is drawn from the key first (as SVI does)."""
+    opt = optax.adam(learning_rate)
 
     @jax.jit
     def update(state, key):
         params, opt_state = state
-        value, grads = jax.value_and_grad(loss)(params, key)
+        if sample_batch is None:
+            value, grads = jax.value_and_grad(loss)(params, key)
+        else:
+            k_batch, k_loss = jax.random.split(key)
+            value, grads = jax.value_and_grad(loss)(params, k_loss, sample_batch(k_batch))
         updates, opt_state = opt.update(grads, opt_state)
         return (optax.apply_updates(params, updates), opt_state), value
 
-    return update, (params, opt.init(params))
+    return update, opt.init
 
 
-def timed(fn, state, steps, with_key):
-    t = time.perf_counter()
-    state, out = fn(state, jax.random.PRNGKey(0)) if with_key else fn(state)
-    jax.block_until_ready(out)
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for i in range(steps):
-        state, out = fn(state, jax.random.PRNGKey(i)) if with_key else fn(state)
-    jax.block_until_ready(out)
-    return compile_s, (time.perf_counter() - t) / steps
+def timed_pair(sides: dict, steps: int, rounds: int) -> dict:
+    """Compile time and median per-step time of each side, alternating ``rounds`` rounds of
+    ``steps`` steps. ``sides``: name -> (update(state, key) -> (state, out), state)."""
+    result, states = {}, {}
+    for name, (update, state) in sides.items():
+        t = time.perf_counter()
+        state, out = update(state, jax.random.PRNGKey(0))
+        jax.block_until_ready(out)
+        result[name] = dict(compile_s=time.perf_counter() - t, rounds_s=[])
+        states[name] = state
+    for r in range(rounds):
+        for name, (update, _) in sides.items():
+            state = states[name]
+            t = time.perf_counter()
+            for i in range(steps):
+                state, out = update(state, jax.random.PRNGKey(1 + r * steps + i))
+            jax.block_until_ready(out)
+            result[name]["rounds_s"].append((time.perf_counter() - t) / steps)
+            states[name] = state
+    for res in result.values():
+        res["step_s"] = statistics.median(res["rounds_s"])
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Switching family
+# ----------------------------------------------------------------------------------------------
+
+
+def switching_setup(model: str, warm: bool = True):
+    """Config, spec, bound model and guide, and the full batch of the Lorenz case; ``warm``:
+    start from the package's warm start (as ``fit`` does), else from random modules."""
+    train, _ = split_trials(simulate_lorenz(seed=0), 12)
+    options = dict(latent_dim=3) if model != "hmm" else {}
+    if model not in ("lds", "rnn"):
+        options["states"] = 2
+    config = family.make_config(model, [train], options=options)
+    spec = family.spec_of(config)
+    init = family._initial_values(spec, train, 0)[1] if warm else None
+    _, model_fn, guide_fn = family.build(config, init)
+    return config, spec, model_fn, guide_fn, family.batch_of(train)
+
+
+def handwritten_switching(spec, model_fn, batch, np_params, guide_kind: str):
+    """Hand-written ELBO of a switching configuration: ``(loss(params, key), params)`` with the
+    params the unconstrained image of the NumPyro program's ``np_params``.
+
+    ``key`` is the key the guide draws the trajectory with (site ``h``).
+    """
+    modules = model_fn.keywords["modules"]
+    priors = default_priors(spec)
+    K, D = spec.num_states, spec.latent_dim
+    recurrent = K > 1 and spec.transitions == "recurrent"
+    gaussian = spec.likelihood == "gaussian"
+    y, mask = batch["y"], batch["mask"]
+    B = y.shape[0]
+    params = {}
+    if K > 1:
+        params["logit_init"] = jnp.log(np_params["init_probs_map"])
+        params["logit_trans"] = jnp.log(np_params["transition_map"])
+    if recurrent:
+        params["R"] = np_params["transition_weights"]
+        params["r"] = np_params["transition_bias"]
+    if gaussian:
+        params["log_sigma"] = jnp.log(np_params["obs_scale_map"])
+    statics = {}
+    if spec.has_latent:
+        params["log_q"] = jnp.log(np_params["process_scale_map"])
+        for name in ("dynamics", "readout", "encoder"):
+            params[name] = np_params[f"{name}$params"]
+            statics[name] = eqx.partition(modules[name], eqx.is_inexact_array)[1]
+    else:
+        params["emission"] = np_params["emission_drive"]
+
+    def loss(params, key, num_trials=B):
+        log_prior = 0.0
+        log_init, log_A = jnp.zeros(K), jnp.zeros((K, K))
+        if K > 1:
+            pi = jax.nn.softmax(params["logit_init"])
+            A = jax.nn.softmax(params["logit_trans"], -1)
+            log_init, log_A = jnp.log(pi), jnp.log(A)
+            log_prior += priors["init_probs"].log_prob(pi) + priors["transition"].log_prob(A).sum()
+        sigma = None
+        if gaussian:
+            sigma = jnp.exp(params["log_sigma"])
+            log_prior += priors["obs_scale"].log_prob(sigma).sum()
+        if not spec.has_latent:  # hmm: per-state emissions, y summed out by the core
+            lp = observation_dist(spec, params["emission"], sigma).log_prob(y[..., None, :])
+            log_lik = jnp.where(mask[..., None, :], lp, 0.0).sum(-1)  # [B, T, K]
+            log_py = jax.vmap(hmm.log_marginal, (None, None, 0, 0))(
+                log_init, log_A, log_lik, mask.any(-1)
+            )
+            return -(log_prior + num_trials / B * log_py.sum())
+        q = jnp.exp(params["log_q"])
+        log_prior += priors["process_scale"].log_prob(q).sum()
+        g = Globals(
+            log_init,
+            log_A,
+            params["R"] if recurrent else None,
+            params["r"] if recurrent else None,
+            eqx.combine(params["dynamics"], statics["dynamics"]),
+            q,
+            priors["initial_state"],
+            eqx.combine(params["readout"], statics["readout"]),
+            sigma,
+        )
+        encoder = eqx.combine(params["encoder"], statics["encoder"])
+        qh = trajectory_dist(guide_kind, encoder, y, mask, D)
+        h = qh.sample(key)
+        drive = jax.vmap(jax.vmap(g.readout))(h)
+        log_y = observation_dist(spec, drive, sigma).mask(mask).to_event(2).log_prob(y)
+        local = trajectory_log_prob(g, h) + log_y - qh.log_prob(h)
+        return -(log_prior + num_trials / B * local.sum())
+
+    return loss, params
+
+
+def switching_case(model: str, steps: int, rounds: int) -> dict:
+    """Check and time one switching configuration."""
+    config, spec, model_fn, guide_fn, batch = switching_setup(model)
+    num_trials = batch["y"].shape[0]
+    svi = SVI(model_fn, guide_fn, optax_to_numpyro(optax.adam(1e-3)), Trace_ELBO())
+    state = svi.init(jax.random.PRNGKey(0), batch, num_trials=num_trials)
+    np_params = svi.get_params(state)
+    loss, params = handwritten_switching(spec, model_fn, batch, np_params, config["guide"])
+
+    key = jax.random.PRNGKey(42)
+    np_loss = Trace_ELBO().loss(key, np_params, model_fn, guide_fn, batch, num_trials=num_trials)
+    keys = guide_keys(guide_fn, np_params, key, batch, num_trials=num_trials)
+    hw_loss = loss(params, keys.get("h", key))
+    check = dict(numpyro=float(np_loss), hand=float(hw_loss), diff=float(abs(np_loss - hw_loss)))
+
+    np_update = jax.jit(lambda state, key: svi.update(state, batch, num_trials=num_trials))
+    hw_update, opt_init = adam_update(loss)
+    timing = timed_pair(
+        {"numpyro": (np_update, state), "hand": (hw_update, (params, opt_init(params)))},
+        steps,
+        rounds,
+    )
+    return dict(model=model, K=spec.num_states, check=check, **timing)
+
+
+# ----------------------------------------------------------------------------------------------
+# Meta-dynamical family
+# ----------------------------------------------------------------------------------------------
+
+POSITIVE = ("process_scale", "obs_scale", "process_scale_per_recording", "embedding_scale")
+
+
+def meta_setup(num_recordings=5, trials=16, timesteps=100, batch_size=8):
+    """Config, model, guide, spec, nets, stacked data and sampler of the limit-cycle case."""
+    from neurodyn.data.simulators.families import simulate_limit_cycles
+    from neurodyn.families import meta
+
+    sessions = simulate_limit_cycles(
+        seed=0, num_recordings=num_recordings, num_trials=trials, num_timesteps=timesteps
+    )
+    config = meta.make_config("meta-dssm", sessions, options=dict(batch_size=batch_size))
+    model_fn, guide_fn, spec, nets = meta.program(config)
+    data = jax.tree_util.tree_map(jnp.asarray, meta.stack_sessions(config, sessions))
+    return config, model_fn, guide_fn, spec, nets, data, meta.recording_sampler(batch_size)
+
+
+def handwritten_meta(spec, nets, np_params):
+    """Hand-written ELBO of ``meta-dssm`` (amortized guide, shared process noise, Gaussian):
+    ``(loss(params, keys, batch), params)``; ``keys`` holds the keys of the guide's sites
+    ``embedding`` and ``z`` (a single key is split in two)."""
+    from neurodyn.models import meta as models
+
+    priors = models.default_priors(spec)
+    params = {
+        name: jnp.log(value) if name in POSITIVE else value for name, value in np_params.items()
+    }
+    templates = dict(
+        dynamics=nets.dynamics,
+        adapter=nets.adapter,
+        embed_encoder=nets.embed_encoder,
+        latent_encoder=nets.latent_encoder,
+    )
+
+    def loss(params, keys, batch):
+        if not isinstance(keys, dict):
+            keys = dict(zip(("embedding", "z"), jax.random.split(keys), strict=True))
+        p = {name: jnp.exp(v) if name in POSITIVE else v for name, v in params.items()}
+        net = {name: module(p, name, t) for name, t in templates.items() if t is not None}
+        y, mask, rec = batch["y"], batch["mask"], batch["rec"]
+        M, B, T, N = y.shape
+        D = spec.latent_dim
+        weight = jnp.where(batch["trial_mask"], batch["scale"][:, None], 0.0)  # (M, B)
+        # guide: read-in, q(e_i), q(z_ij | y_ij, e_i)
+        W, b = p["readin_weight"][rec], p["readin_bias"][rec]
+        x = jnp.tanh(jnp.einsum("mbtn,mnp->mbtp", jnp.where(mask, y, 0.0), W) + b[:, None, None])
+        e_loc, e_scale = net["embed_encoder"](x, batch["trial_mask"])
+        q_e = dist.Normal(e_loc[:, None], e_scale[:, None]).to_event(1)
+        e3 = q_e.sample(keys["embedding"])
+        e = e3[:, 0]
+        z_loc, z_scale = net["latent_encoder"](x, e)
+        q_z = dist.Normal(z_loc, z_scale).to_event(2)
+        z = q_z.sample(keys["z"])
+        # model: p(e_i), p(z_ij | e_i), p(y_ij | z_ij)
+        p_e = priors["embedding"].expand((M, 1, spec.embedding_dim)).to_event(1)
+        f = models.recording_dynamics(spec, net["dynamics"], net.get("adapter"), e, rec)
+        q = jnp.broadcast_to(p["process_scale"], (M, 1, D))
+        p_z = models.MarkovGaussian(priors["initial"], f, q, (M, B, T, D))
+        mean = models.readout_mean(spec, z, p["readout_weight"][rec], p["readout_bias"][rec])
+        p_y = dist.Normal(mean, p["obs_scale"][rec][:, None, None, :]).mask(mask).to_event(2)
+        local = p_z.log_prob(z) + p_y.log_prob(y) - q_z.log_prob(z)  # (M, B)
+        elbo = (p_e.log_prob(e3) - q_e.log_prob(e3)).sum() + (weight * local).sum()
+        return -elbo
+
+    return loss, params
+
+
+def meta_case(steps: int, rounds: int) -> dict:
+    """Check and time ``meta-dssm``."""
+    config, model_fn, guide_fn, spec, nets, data, sample = meta_setup()
+    if spec.guide != "amortized" or spec.process_noise != "shared" or spec.likelihood != "gaussian":
+        raise RuntimeError("the hand-written meta loss covers the default meta-dssm settings only")
+    svi = SVI(model_fn, guide_fn, optax_to_numpyro(optax.adam(1e-3)), Trace_ELBO())
+    state = svi.init(jax.random.PRNGKey(0), sample(jax.random.PRNGKey(0), data))
+    np_params = svi.get_params(state)
+    loss, params = handwritten_meta(spec, nets, np_params)
+
+    batch = sample(jax.random.PRNGKey(7), data)
+    key = jax.random.PRNGKey(42)
+    np_loss = Trace_ELBO().loss(key, np_params, model_fn, guide_fn, batch)
+    hw_loss = loss(params, guide_keys(guide_fn, np_params, key, batch), batch)
+    check = dict(numpyro=float(np_loss), hand=float(hw_loss), diff=float(abs(np_loss - hw_loss)))
+
+    @jax.jit
+    def np_update(state, key):
+        return svi.update(state, sample(key, data))
+
+    hw_update, opt_init = adam_update(loss, sample_batch=lambda k: sample(k, data))
+    timing = timed_pair(
+        {"numpyro": (np_update, state), "hand": (hw_update, (params, opt_init(params)))},
+        steps,
+        rounds,
+    )
+    M, B = batch["trial_mask"].shape
+    return dict(model="meta-dssm", K=f"M={M}, {B} trials/rec", check=check, **timing)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def run(models=MODELS, steps: int = 20, rounds: int = 5, verbose: bool = True) -> list[dict]:
+    """Check and time each model; returns one row per model."""
+    rows = []
+    if verbose:
+        print(HEADER, flush=True)
+    for name in models:
+        row = (
+            meta_case(steps, rounds) if name == "meta-dssm" else switching_case(name, steps, rounds)
+        )
+        row["ratio"] = row["numpyro"]["step_s"] / row["hand"]["step_s"]
+        rows.append(row)
+        if verbose:
+            print(format_row(row), flush=True)
+    return rows
+
+
+HEADER = (
+    "| model | K | loss (NumPyro) | max abs diff hand-written | NumPyro compile (s) "
+    "| hand compile (s) | NumPyro step (ms) | hand step (ms) | NumPyro / hand |\n"
+    "|:--|:--|--:|--:|--:|--:|--:|--:|--:|"
+)
+
+
+def format_row(row: dict) -> str:
+    """One Markdown table row."""
+    c, n, h = row["check"], row["numpyro"], row["hand"]
+    return (
+        f"| {row['model']} | {row['K']} | {c['numpyro']:.2f} | {c['diff']:.1e} "
+        f"| {n['compile_s']:.2f} | {h['compile_s']:.2f} | {1e3 * n['step_s']:.2f} "
+        f"| {1e3 * h['step_s']:.2f} | **{row['ratio']:.2f}x** |"
+    )
 
 
 def main(argv=None):
+    """Command line: see the module docstring."""
+    from bench_hmm import machine_line
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer timed steps")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--steps", type=int, help="steps per round (default 20; quick 10)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds (default 7; quick 3)")
+    parser.add_argument("--out", help="write the results as JSON to this path")
     args = parser.parse_args(argv)
-    steps = 20 if args.quick else 100
-    config, spec, model, guide, batch = setup()
-    np_update, np_state = numpyro_step(model, guide, batch)
-    hw_update, hw_state = handwritten_step(spec, model, batch)
-    np_compile, np_step = timed(np_update, np_state, steps, with_key=False)
-    hw_compile, hw_step = timed(hw_update, hw_state, steps, with_key=True)
+    steps = args.steps or (10 if args.quick else 20)
+    rounds = args.rounds or (3 if args.quick else 7)
+    print(machine_line(), flush=True)
     print(
-        f"SRNN SVI step, Lorenz 12 x 200 x 10, K=2, D=3, dkf guide ({steps} steps, "
-        f"{jax.devices()[0].platform})"
+        f"# SVI step (loss + gradient + Adam), {rounds} alternating rounds of {steps} steps, "
+        "median round; the check compares the losses at the same parameters and keys",
+        flush=True,
     )
-    print(f"{'':<22}{'compile s':>10}{'step ms':>10}")
-    print(f"{'numpyro program':<22}{np_compile:>10.2f}{1e3 * np_step:>10.2f}")
-    print(f"{'hand-written JAX':<22}{hw_compile:>10.2f}{1e3 * hw_step:>10.2f}")
-    print(f"{'ratio':<22}{'':>10}{np_step / hw_step:>10.2f}x")
+    rows = run(args.models, steps, rounds)
+    worst = max(rows, key=lambda r: r["ratio"])
+    print(
+        f"# worst overhead: {worst['model']} {worst['ratio']:.2f}x "
+        f"(goal <= 1.3x: {'met' if worst['ratio'] <= 1.3 else 'not met'})"
+    )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=2)
+    return rows
 
 
 if __name__ == "__main__":
