@@ -375,3 +375,32 @@ def test_bad_shapes_raise_in_sample():
 def test_unknown_method_raises(function):
     with pytest.raises(ValueError, match="method"):
         function(**GOOD, method="fast")
+
+
+def _sharp_switch_problem(log_switch):
+    """Two states, a chain sure of state 0 for 3 bins, then data only state 1 explains: the
+    path must take the (rare) switch 0 -> 1, whose log probability is ``log_switch``."""
+    log_init = np.log([1.0 - 1e-6, 1e-6])
+    log_trans = np.array([[np.log1p(-np.exp(log_switch)), log_switch], [-1.0, np.log1p(-0.37)]])
+    log_lik = np.array([[0.0, -40.0], [0.0, -40.0], [0.0, -40.0], [-300.0, 0.0], [-300.0, 0.0]])
+    return log_init, log_trans, log_lik
+
+
+@pytest.mark.parametrize("method", hmm.METHODS)
+def test_rare_transitions_are_exact_down_to_the_floor(method):
+    # A switch of probability e^-70 after messages sharpened by e^-40 per bin: products of
+    # weights and messages far below float32's range, which the matrix-vector form must keep.
+    args = _sharp_switch_problem(-70.0)
+    expected = brute_force(*args, np.ones(5, bool))["log_z"]
+    actual = hmm.log_marginal(*(jnp.asarray(a, jnp.float32) for a in args), method=method)
+    np.testing.assert_allclose(float(actual), expected, rtol=1e-5)
+
+
+def test_transitions_below_the_floor_stay_possible():
+    # A switch of probability e^-150 is taken at e^-80 relative to its column (the documented
+    # floor): the value stays finite, within the 70 nats the floor adds, and has gradients.
+    args = [jnp.asarray(a, jnp.float32) for a in _sharp_switch_problem(-150.0)]
+    exact = brute_force(*_sharp_switch_problem(-150.0), np.ones(5, bool))["log_z"]
+    value, grads = jax.value_and_grad(hmm.log_marginal, argnums=(1, 2))(*args)
+    assert exact < float(value) <= exact + 70.0 + 1e-3
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads)

@@ -13,6 +13,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ..inference import long_scan
+
 
 class BiGRU(eqx.Module):
     """Bidirectional GRU: x [T, F] -> features [T, 2H]."""
@@ -31,7 +33,7 @@ class BiGRU(eqx.Module):
                 state = cell(x_t, state)
                 return state, state
 
-            return jax.lax.scan(step, jnp.zeros(cell.hidden_size), x)[1]
+            return long_scan.scan(step, jnp.zeros(cell.hidden_size), x)[1]
 
         return jnp.concatenate([run(self.forward, x), run(self.backward, x[::-1])[::-1]], -1)
 

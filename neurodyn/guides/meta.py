@@ -22,6 +22,7 @@ import numpyro.distributions as dist
 from numpyro.contrib.module import eqx_module
 from numpyro.distributions import constraints
 
+from ..inference import long_scan
 from ..models.meta import MetaSpec, Networks
 
 GUIDES = ("amortized", "free")
@@ -35,7 +36,7 @@ def run_gru(cell: eqx.nn.GRUCell, xs, reverse=False):
         h = jax.vmap(cell)(x, h)
         return h, h
 
-    _, hs = jax.lax.scan(step, h0, jnp.swapaxes(xs, 0, 1), reverse=reverse)
+    _, hs = long_scan.scan(step, h0, jnp.swapaxes(xs, 0, 1), reverse=reverse)
     return jnp.swapaxes(hs, 0, 1)
 
 

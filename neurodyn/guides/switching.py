@@ -55,6 +55,7 @@ from numpyro.distributions import constraints
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.infer.initialization import init_to_value
 
+from ..inference import long_scan
 from ..models.switching import (
     DEFAULT_STICKINESS,
     WEIGHT_PRIORS,
@@ -187,7 +188,7 @@ class AutoregressiveGaussian(dist.Distribution):
                 h = loc + scale * xs[0]
                 return h, h
 
-            return jax.lax.scan(step, jnp.zeros(D), (eps, g))[1]
+            return long_scan.scan(step, jnp.zeros(D), (eps, g))[1]
 
         draw = jax.vmap(one)
         for _ in sample_shape:
