@@ -5,15 +5,13 @@ For every sequence length ``T`` and number of states ``K`` it times, over a batc
 state marginals (**value+grad**: ``value_and_grad`` w.r.t. the log likelihoods, i.e.
 forward-backward) for
 
-* ``seq``: ``neurodyn.inference.hmm.log_marginal(method="sequential")`` (``lax.scan``),
+* ``seq``: ``neurodyn.inference.hmm.log_marginal(method="sequential")`` (``lax.scan``; log-space
+  messages mixed through the transitions by one matrix-vector product per step, the stationary
+  matrix never broadcast over time),
 * ``par``: ``method="parallel"`` (``lax.associative_scan``),
 * ``dynamax``: ``dynamax.hidden_markov_model.hmm_filter`` (value: ``marginal_loglik``) and
   ``hmm_smoother(..., compute_trans_probs=False)`` (value+grad: ``marginal_loglik`` and
   ``smoothed_probs``, the same quantities), when ``dynamax`` can be imported;
-* ``prob``: not package code, a sketch of a proposed change to the core, kept here to size it:
-  the same ``lax.scan`` forward pass in probability space (scaled forward algorithm, as
-  ``dynamax`` does: one ``exp`` per bin and state instead of ``K^2`` inside a log-sum-exp, and
-  the stationary transition matrix not broadcast over time), differentiated by autodiff.
 
 Before timing a row, the three are checked to agree (max abs difference of the log marginals
 and of the smoothed marginals). Compile time (lowering + XLA compile) is reported apart from the
@@ -47,7 +45,7 @@ import numpy as np
 from neurodyn.inference import hmm
 
 TASKS = ("value", "value+grad")
-METHODS = ("seq", "par", "dynamax", "prob")
+METHODS = ("seq", "par", "dynamax")
 BYTES = 4  # float32
 
 
@@ -108,26 +106,6 @@ def problem(num_sequences: int, num_bins: int, num_states: int, seed: int = 0):
     return tuple(jnp.asarray(x, jnp.float32) for x in (log_init, log_trans, log_lik))
 
 
-def prob_log_marginal(log_init, log_trans, log_lik):
-    """``log p(y)`` by the scaled forward algorithm in probability space (stationary ``[K, K]``
-    transitions): the ``prob`` variant, a proposed change to the core (see the module docstring).
-    """
-    trans = jnp.exp(log_trans)
-    peak = jax.lax.stop_gradient(jnp.max(log_lik, axis=-1))
-    lik = jnp.exp(log_lik - peak[:, None])
-
-    def step(carry, lik_t):
-        alpha, log_norm = carry
-        alpha = (alpha @ trans) * lik_t
-        total = alpha.sum()
-        return (alpha / total, log_norm + jnp.log(total)), None
-
-    alpha = jnp.exp(log_init) * lik[0]
-    total = alpha.sum()
-    (_, log_norm), _ = jax.lax.scan(step, (alpha / total, jnp.log(total)), lik[1:])
-    return log_norm + peak.sum()
-
-
 def batched(task: str, method: str, dynamax_hmm=None):
     """The jitted, vmapped function to time, and a function mapping the log potentials to its
     arguments. Every variant returns ``(log p(y) [B], p(s_t | y) [B, T, K] or None)``."""
@@ -152,12 +130,9 @@ def batched(task: str, method: str, dynamax_hmm=None):
 
         return jax.jit(jax.vmap(one)), prepare
 
-    if method == "prob":
-        log_z = prob_log_marginal
-    else:
-        log_z = functools.partial(
-            hmm.log_marginal, method="sequential" if method == "seq" else "parallel"
-        )
+    log_z = functools.partial(
+        hmm.log_marginal, method="sequential" if method == "seq" else "parallel"
+    )
     if task == "value+grad":
         log_z = jax.value_and_grad(log_z, argnums=2)
     else:
@@ -168,19 +143,17 @@ def batched(task: str, method: str, dynamax_hmm=None):
 def lower_bound_bytes(method: str, task: str, B: int, T: int, K: int) -> int:
     """A lower bound of the memory one call needs (used to skip a cell before compiling).
 
-    ``seq`` broadcasts the stationary transition matrix to ``[T-1, K, K]`` per sequence; the
-    gradient also keeps the per-step ``[K, K]`` residuals. ``par`` holds ``[T, K, K]`` transfer
-    matrices and the same again for the scan's output (and residuals for the gradient).
+    ``seq`` keeps ``[T, K]`` messages (and a few ``[T, K]`` residuals for the gradient).
+    ``par`` holds ``[T, K, K]`` transfer matrices and the same again for the scan's output (and
+    residuals for the gradient).
     ``dynamax`` keeps ``[T, K]`` filtered and predicted probabilities (and the backward pass's).
     """
-    if method == "seq":
-        per_bin = K * K * (2 if task == "value+grad" else 1)
-    elif method == "par":
+    if method == "par":
         per_bin = K * K * (4 if task == "value+grad" else 2)
     elif method == "dynamax":
         per_bin = K * (5 if task == "value+grad" else 2)
     else:
-        per_bin = K * (3 if task == "value+grad" else 1)
+        per_bin = K * (4 if task == "value+grad" else 1)
     return B * T * (per_bin + K) * BYTES
 
 
@@ -304,7 +277,7 @@ def run(
                 for res in timed.values():
                     res.pop("out", None)
                 seq = row["seq"].get("run_s") if "seq" in row else None
-                for method in ("par", "dynamax", "prob"):
+                for method in ("par", "dynamax"):
                     other = row.get(method, {}).get("run_s")
                     row[f"{method}/seq"] = other / seq if other and seq else None
                 results.append(row)
@@ -322,11 +295,9 @@ def skipped(row: dict):
 
 HEADER = (
     "|      T |  K | task       | seq compile (s) | seq run (ms) | par compile (s) | par run (ms) "
-    "| dynamax compile (s) | dynamax run (ms) | prob run (ms) | par / seq | seq / dynamax "
-    "| prob / dynamax | max diff |\n"
+    "| dynamax compile (s) | dynamax run (ms) | par / seq | seq / dynamax | max diff |\n"
     "|-------:|---:|:-----------|----------------:|-------------:|----------------:|-------------:"
-    "|--------------------:|-----------------:|--------------:|----------:|--------------:"
-    "|---------------:|---------:|"
+    "|--------------------:|-----------------:|----------:|--------------:|---------:|"
 )
 
 
@@ -338,11 +309,10 @@ def _cell(res: dict | None, key: str, scale: float, width: int) -> str:
 
 def format_row(row: dict) -> str:
     """One Markdown table row."""
-    seq, par, dyn, prob = (row.get(m) for m in METHODS)
+    seq, par, dyn = (row.get(m) for m in METHODS)
     par_ratio = f"{row['par/seq']:9.2f}" if row.get("par/seq") else f"{'-':>9s}"
-    dyn_seq, prob_seq = row.get("dynamax/seq"), row.get("prob/seq")
+    dyn_seq = row.get("dynamax/seq")
     dyn_ratio = f"{1 / dyn_seq:13.2f}" if dyn_seq else f"{'-':>13s}"
-    prob_ratio = f"{prob_seq / dyn_seq:14.2f}" if dyn_seq and prob_seq else f"{'-':>14s}"
     diffs = [v for d in row.get("agreement", {}).values() for v in d.values()]
     diff = f"{max(diffs):8.1e}" if diffs else f"{'-':>8s}"
     return (
@@ -350,7 +320,7 @@ def format_row(row: dict) -> str:
         f"| {_cell(seq, 'compile_s', 1, 15)} | {_cell(seq, 'run_s', 1e3, 12)} "
         f"| {_cell(par, 'compile_s', 1, 15)} | {_cell(par, 'run_s', 1e3, 12)} "
         f"| {_cell(dyn, 'compile_s', 1, 19)} | {_cell(dyn, 'run_s', 1e3, 16)} "
-        f"| {_cell(prob, 'run_s', 1e3, 13)} | {par_ratio} | {dyn_ratio} | {prob_ratio} | {diff} |"
+        f"| {par_ratio} | {dyn_ratio} | {diff} |"
     )
 
 
@@ -358,19 +328,7 @@ def summary(results: list[dict]) -> dict:
     """Goal figures: seq / dynamax (CPU goal: <= 1) and par / seq over the timed cells."""
     seq_dyn = [1 / r["dynamax/seq"] for r in results if r.get("dynamax/seq")]
     par_seq = [r["par/seq"] for r in results if r.get("par/seq")]
-    prob_dyn = [
-        r["prob/seq"] / r["dynamax/seq"]
-        for r in results
-        if r.get("prob/seq") and r.get("dynamax/seq")
-    ]
     out = {}
-    if prob_dyn:
-        out["prob/dynamax"] = dict(
-            median=statistics.median(prob_dyn),
-            max=max(prob_dyn),
-            min=min(prob_dyn),
-            n=len(prob_dyn),
-        )
     if seq_dyn:
         out["seq/dynamax"] = dict(
             median=statistics.median(seq_dyn), max=max(seq_dyn), min=min(seq_dyn), n=len(seq_dyn)
@@ -429,12 +387,6 @@ def main(argv=None):
     if "par/seq" in s:
         d = s["par/seq"]
         print(f"# par / seq over {d['n']} cells: median {d['median']:.2f}, max {d['max']:.2f}")
-    if "prob/dynamax" in s:
-        d = s["prob/dynamax"]
-        print(
-            f"# prob (proposed core) / dynamax over {d['n']} cells: median {d['median']:.2f}, "
-            f"min {d['min']:.2f}, max {d['max']:.2f}"
-        )
     print(
         "# max difference from seq (relative for log p(y), absolute for p(s_t | y)): "
         f"{s['max_abs_diff']}"

@@ -57,18 +57,6 @@ def test_hmm_benchmark_rows(bench):
     assert all("budget" in r["seq"]["skipped"] for r in skipped)
 
 
-def test_prob_variant_matches_core(bench):
-    """The benchmark's probability-space sketch computes the core's log marginal."""
-    import jax.numpy as jnp
-
-    from neurodyn.inference import hmm as core
-
-    log_init, log_trans, log_lik = (x[0] for x in bench["hmm"].problem(1, 50, 3))
-    expected = core.log_marginal(log_init, log_trans, log_lik)
-    got = bench["hmm"].prob_log_marginal(log_init, log_trans, log_lik)
-    assert jnp.abs(got - expected) < 1e-4 * jnp.abs(expected)
-
-
 def test_handwritten_hmm_loss_matches_numpyro(bench):
     """The hand-written ELBO the overhead benchmark times equals the NumPyro program's."""
     import jax
