@@ -232,6 +232,8 @@ def evaluate_run(
         warnings.simplefilter("always")
         heldout, _ = workflow.heldout(problem, num_samples=max(num_samples, 32), seed=seed)
     metrics.update(heldout)
+    if getattr(family, "supports_smc", lambda _: False)(config):
+        metrics.update(family.heldout_smc(config, params, sessions, seed=seed)[0])
     for w in caught if warn else ():
         if issubclass(w.category, UserWarning) and "Pareto k" in str(w.message):
             print(f"warning: {w.message}", file=sys.stderr)
@@ -369,7 +371,7 @@ def cmd_adapt(args) -> None:
 def cmd_compare(args) -> None:
     """Held-out elpd of each run on the same data, ranked by arviz_stats.compare."""
     from .data import load_sessions
-    from .inference import runs, workflow
+    from .inference import comparison, runs, workflow
 
     problems = {}
     for run in args.runs:
@@ -378,10 +380,24 @@ def cmd_compare(args) -> None:
         name = Path(run).name
         if name in problems:
             raise UsageError(f"two runs are named {name!r}; give the run folders distinct names")
-        problems[name] = family.problem(config, params, sessions)
+        problems[name] = (family, config, params, sessions)
     if len(problems) < 2:
         raise UsageError("compare needs at least two runs")
-    table = workflow.compare_runs(problems, num_samples=args.samples, seed=args.seed)
+    if args.estimator == "smc":
+        elpds = {}
+        for name, (family, config, params, sessions) in problems.items():
+            if not getattr(family, "supports_smc", lambda _: False)(config):
+                raise UsageError(
+                    f"{name}: --estimator smc needs a switching run with a dkf or meanfield guide"
+                )
+            _, log_marginals = family.heldout_smc(
+                config, params, sessions, num_particles=args.particles, seed=args.seed
+            )
+            elpds[name] = comparison.smc_elpd(log_marginals, args.particles)
+        table = comparison.compare(elpds)
+    else:
+        problems = {n: f.problem(c, p, s) for n, (f, c, p, s) in problems.items()}
+        table = workflow.compare_runs(problems, num_samples=args.samples, seed=args.seed)
     columns = ["rank", "elpd", "se", "elpd_diff", "dse", "weight", "khat_max"]
     columns.append("khat_share_above_0.7")
     print(table[columns].to_string(float_format=lambda x: f"{x:.2f}"))
@@ -526,6 +542,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+")
     c.add_argument("--data", required=True, nargs="+")
     c.add_argument("--samples", type=_positive, default=200, help="importance samples per trial")
+    c.add_argument(
+        "--estimator",
+        choices=("importance", "smc"),
+        default="importance",
+        help="held-out log p(y) per trial by PSIS importance sampling (any run, with Pareto k) "
+        "or by sequential Monte Carlo (switching runs with a dkf or meanfield guide; far less "
+        "variance on long trials)",
+    )
+    c.add_argument("--particles", type=_positive, default=256, help="SMC particles per trial")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--json", help="also write the table to this file")
     c.set_defaults(handler=cmd_compare)

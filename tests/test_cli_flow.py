@@ -90,10 +90,13 @@ def test_evaluate_writes_the_metrics(flow, capsys):
         "elbo_per_bin",
         "heldout_loglik_per_bin",
         "psis_khat",
+        "heldout_loglik_per_bin_smc",
+        "smc_min_ess",
     ):
         assert key in metrics, key
     assert set(metrics["forecast_r2"]) == {"2"}
     assert np.isfinite(metrics["heldout_loglik_per_bin"])
+    assert np.isfinite(metrics["heldout_loglik_per_bin_smc"]) and metrics["smc_min_ess"] > 0
 
 
 def test_report_and_compare(flow, capsys):
@@ -126,6 +129,27 @@ def test_report_and_compare(flow, capsys):
     )
     table = json.loads((flow / "c.json").read_text())
     assert set(table) == {"srnn", "hmm"} and {"elpd", "se", "khat_max"} <= set(table["srnn"])
+
+
+def test_compare_by_smc(flow, capsys):
+    import shutil
+
+    twin = flow / "srnn_twin"
+    if not twin.exists():
+        shutil.copytree(flow / "srnn", twin)
+    args = ["compare", str(flow / "srnn"), str(twin), "--data", str(flow / "test.npz")]
+    out = flow / "smc.json"
+    assert main(args + ["--estimator", "smc", "--particles", "64", "--json", str(out)]) == 0
+    table = json.loads(out.read_text())
+    # the same run twice, the same particles' seed: equal elpd, nothing between them
+    assert table["srnn"]["elpd"] == pytest.approx(table["srnn_twin"]["elpd"])
+    assert np.isfinite(table["srnn"]["elpd"]) and table["srnn"]["elpd_diff"] == 0
+    capsys.readouterr()
+    # hmm's likelihood is exact already: SMC is refused in one line
+    bad = ["compare", str(flow / "srnn"), str(flow / "hmm"), "--data", str(flow / "test.npz")]
+    assert main(bad + ["--estimator", "smc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "hmm" in err and "smc" in err
 
 
 def test_a_recording_with_other_neurons_is_refused(flow, capsys):

@@ -66,6 +66,26 @@ def test_sweep_states_fits_scores_and_ranks(tmp_path):
     assert set(json.loads((tmp_path / "compare.json").read_text())) == {"K=2", "K=3"}
 
 
+def test_sweep_ranked_by_smc_keeps_the_importance_diagnostics():
+    session = simulate_nascar(seed=0, num_trials=6, num_timesteps=16, num_neurons=4)
+    train, test = split_trials(session, 3)
+    options = dict(latent_dim=2, steps=4, encoder_hidden=4)
+    result = sweep_states(
+        "slds", [train], [test], states=(1, 2), options=options, num_samples=30,
+        estimator="smc", num_particles=32,
+    )  # fmt: skip
+    for run in result.runs.values():
+        elpd_i = np.asarray(run.elpd.elpd_i)
+        # the table ranks SMC estimates; the importance-sampling k stays in the run's scores
+        assert np.isclose(run.heldout["heldout_loglik_per_bin_smc"] * 3 * 16, elpd_i.sum())
+        assert np.isnan(np.asarray(run.elpd.pareto_k)).all()
+        assert len(run.heldout["psis_khat_per_trial"]) == test.num_trials
+        assert 0 < run.heldout["smc_min_ess"] <= 32
+    assert np.isfinite(result.table["elpd"]).all()
+    with pytest.raises(ValueError, match="unknown estimator"):
+        sweep_states("slds", [train], [test], states=(1, 2), options=options, estimator="x")
+
+
 def test_sweep_meta_grid_over_rank_and_embedding_dim():
     recordings = simulate_limit_cycles(seed=0, num_recordings=2, num_trials=6, num_timesteps=10)
     halves = [split_trials(s, 3) for s in recordings]

@@ -39,6 +39,25 @@ def heldout_elpd(estimate: ImportanceEstimate) -> ELPDData:
     )
 
 
+def smc_elpd(log_marginals, num_particles: int) -> ELPDData:
+    """ELPD of held-out trials from per-trial SMC estimates of log p(y_i) (no Pareto k: the
+    ``pareto_k`` entries are NaN; SMC's own diagnostic is its effective sample size)."""
+    elpd_i = np.asarray(log_marginals, np.float64).ravel()
+    n = elpd_i.size
+    return ELPDData(
+        elpd=float(elpd_i.sum()),
+        se=float(np.sqrt(n * np.var(elpd_i))),
+        p=float("nan"),
+        n_samples=int(num_particles),
+        n_data_points=n,
+        scale="log",
+        warning=False,
+        good_k=KHAT_THRESHOLD,
+        elpd_i=xr.DataArray(elpd_i, dims=["trial"]),
+        pareto_k=xr.DataArray(np.full(n, np.nan), dims=["trial"]),
+    )
+
+
 def compare(elpds: dict[str, ELPDData], method: str = "stacking"):
     """``arviz_stats.compare`` table (rank, elpd, se, elpd_diff, dse, weight, warning) with
     two Pareto-k columns added: the largest k and the share of trials above 0.7."""
@@ -48,8 +67,13 @@ def compare(elpds: dict[str, ELPDData], method: str = "stacking"):
     if len(set(sizes.values())) > 1:
         raise ValueError(f"models were scored on different numbers of trials: {sizes}")
     table = _arviz_compare(dict(elpds), method=method, round_to="none")
-    table["khat_max"] = [float(np.nanmax(elpds[name].pareto_k)) for name in table.index]
+    table["khat_max"] = [_nanmax(elpds[name].pareto_k) for name in table.index]
     table["khat_share_above_0.7"] = [
         float(np.mean(np.asarray(elpds[name].pareto_k) > KHAT_THRESHOLD)) for name in table.index
     ]
     return table
+
+
+def _nanmax(x) -> float:
+    x = np.asarray(x, np.float64)
+    return float(np.nanmax(x)) if (~np.isnan(x)).any() else float("nan")

@@ -10,6 +10,8 @@ pure JAX functions:
 * :func:`reconstruct`: posterior-mean predicted mean of y;
 * :func:`forecast`: k-step forecasts (the guide sees the first T0 bins; the core's filtered
   state at the last seen bin starts Monte Carlo roll-outs of the model);
+* :func:`smc_log_marginals`: per-trial log p(y) by sequential Monte Carlo with the guide's
+  per-bin proposals (:mod:`neurodyn.inference.smc`);
 * :func:`evaluate` and :func:`report`: the family's metrics and figures.
 
 For ``hmm`` (no continuous latent) the same functions work on the emission likelihoods.
@@ -23,6 +25,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.contrib.module import eqx_module
 from numpyro.infer import Trace_ELBO
@@ -31,13 +34,16 @@ from ..guides.switching import global_guide, trajectory_dist
 from ..models.priors import resolve
 from ..models.switching import (
     default_priors,
+    dynamics_means,
     hmm_log_lik,
+    log_transitions,
+    observation_dist,
     predicted_mean,
     roll_forward,
     sample_globals,
     state_potentials,
 )
-from . import hmm
+from . import hmm, smc
 from .metrics import match_labels, r2_variance_weighted, state_scores
 
 
@@ -67,6 +73,76 @@ def trajectory_samples(fitted: Fitted, y, mask, num_samples: int, key):
     """Draws from q(h | y): [S, B, T, D]. y, mask: [B, T, N]."""
     q = trajectory_dist(fitted.config["guide"], fitted.encoder, y, mask, fitted.spec.latent_dim)
     return q.sample(key, (num_samples,))
+
+
+SMC_GUIDES = ("dkf", "meanfield")
+
+
+def smc_log_marginals(fitted: Fitted, y, mask, num_particles: int, key) -> smc.SMCEstimate:
+    """Per-trial log p(y) by SMC (batched :class:`~neurodyn.inference.smc.SMCEstimate`, [B]).
+
+    Particles carry h_{t-1} and the filtered state distribution log p(s_{t-1} | h_{1:t-1}), so
+    the discrete states stay summed out exactly; each bin's h_t is drawn from the guide's own
+    per-bin Gaussian (``dkf``: given h_{t-1}; ``meanfield``: given the bin's features). The
+    incremental weight of a particle is
+
+        log sum_k p(s_t = k, h_t | h_{1:t-1}) + log p(y_t | h_t) - log q(h_t | ...),
+
+    which multiplies out to p(h_{1:T}, y) / q(h_{1:T}) as in importance sampling. y, mask:
+    [B, T, N]. The fitted globals (MAP values) are held fixed; a run with weight priors is
+    evaluated at their posterior median (see ``_for_prediction`` of the family).
+    """
+    spec, g, guide = fitted.spec, fitted.g, fitted.config["guide"]
+    if not spec.has_latent:
+        raise ValueError("hmm has no continuous latent: its log p(y) is exact (forward algorithm)")
+    if guide not in SMC_GUIDES:
+        raise ValueError(
+            f"SMC needs a guide with a Gaussian per bin ({', '.join(SMC_GUIDES)}); this run's "
+            f"guide is {getattr(guide, 'name', guide)!r}: use importance sampling instead"
+        )
+    encoder = fitted.encoder
+    features = jax.vmap(encoder.features)(y, mask)  # [B, T, F]
+
+    def proposal(h_prev, f_t):
+        return encoder.combine(h_prev, f_t) if guide == "dkf" else encoder.per_bin(f_t)
+
+    def draw(key, h_prev, f_t):
+        loc, scale = jax.vmap(proposal, (0, None))(h_prev, f_t)
+        h = loc + scale * jax.random.normal(key, loc.shape)
+        return h, jnp.sum(-0.5 * ((h - loc) / scale) ** 2 - jnp.log(scale), -1) - _HALF_LOG_2PI * (
+            h.shape[-1]
+        )
+
+    def emission(h, y_t, mask_t):  # [P, D] -> [P]
+        lp = observation_dist(spec, jax.vmap(g.readout)(h), g.obs_scale).log_prob(y_t)
+        return jnp.where(mask_t, lp, 0.0).sum(-1)
+
+    def one_trial(key, y, mask, features):
+        def init(key, P):
+            h, log_q = draw(key, jnp.zeros((P, spec.latent_dim)), features[0])
+            log_p = g.initial.log_prob(h).sum(-1) + emission(h, y[0], mask[0])
+            log_alpha = jnp.broadcast_to(g.log_init, (P, spec.num_states))
+            return (h, log_alpha), log_p - log_q
+
+        def step(key, particles, t):
+            h_prev, log_alpha = particles
+            h, log_q = draw(key, h_prev, features[t])
+            log_trans = log_transitions(g, h_prev)  # [P, K, K] or [K, K]
+            predicted = jax.nn.logsumexp(log_alpha[..., :, None] + log_trans, axis=-2)  # [P, K]
+            means = dynamics_means(g, h_prev)  # [P, K, D]
+            moves = dist.Normal(means, g.process_scale).log_prob(h[:, None, :]).sum(-1)
+            joint = predicted + moves
+            log_state = jax.nn.logsumexp(joint, axis=-1)
+            log_alpha = joint - log_state[:, None]
+            return (h, log_alpha), log_state + emission(h, y[t], mask[t]) - log_q
+
+        return smc.log_marginal(key, init, step, y.shape[0], num_particles)
+
+    keys = jax.random.split(key, y.shape[0])
+    return jax.jit(jax.vmap(one_trial))(keys, y, mask, features)
+
+
+_HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
 
 
 def _potentials(fitted: Fitted, h=None, y=None, mask=None):
