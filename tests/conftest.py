@@ -12,3 +12,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared recordings not found at {SHARED_DATA} (not part of the repository)")
     return SHARED_DATA
+
+
+CASE_STUDIES = Path(__file__).resolve().parents[1] / "case_studies"
+
+
+def load_case_study(name: str):
+    """The case-study script ``case_studies/<name>.py`` imported as a module (its helpers)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, CASE_STUDIES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

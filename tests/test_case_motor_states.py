@@ -3,21 +3,17 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "case_studies" / "motor_cortex_states.py"
+from .conftest import CASE_STUDIES, load_case_study
+
+SCRIPT = CASE_STUDIES / "motor_cortex_states.py"
 
 
 def _module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("motor_cortex_states", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_case_study("motor_cortex_states")
 
 
 def test_reach_phases_and_split():
