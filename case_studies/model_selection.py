@@ -1,8 +1,8 @@
 """Case study: model selection by held-out likelihood on simulated switching data.
 
 1. NASCAR (``simulate_nascar``, true K = 4, 10 Gaussian neurons, 400 bins): ``rslds`` with
-   D = 2 is fitted for K = 2..6 on 12 trials and every fit is scored on 12 other trials
-   (log p(y_i) by sequential Monte Carlo with the guide's per-bin proposals, 1024 particles;
+   D = 2 is fitted for K = 2..6 on 12 trials (2000 steps each, no plateau stop) and every fit is scored on 12 other trials
+   (log p(y_i) by sequential Monte Carlo with the guide's per-bin proposals, 4096 particles;
    ``--estimator importance`` ranks by PSIS importance sampling instead). Floors: K = 4
    ranks first or within one SE (``dse`` of ``arviz_stats.compare``) of the best; ``rslds``
    K = 4 has a higher held-out elpd than ``slds`` K = 4.
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     s = QUICK if args.quick else FULL
     samples = args.samples or (64 if args.quick else 1000)
-    particles = args.particles or (64 if args.quick else 1024)
+    particles = args.particles or (64 if args.quick else 4096)
     score = dict(num_samples=samples, seed=0, estimator=args.estimator, num_particles=particles)
     trials = s["train"] + s["test"]
 
@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     # NASCAR: K sweep of rslds, and slds at the true K.
     nascar = simulate_nascar(seed=0, num_trials=trials, num_timesteps=s["nascar_T"])
     train, test = split_trials(nascar, s["train"])
-    options = dict(latent_dim=2, steps=s["steps"])
+    # patience=0: no plateau stop, so that every setting gets the same step budget
+    options = dict(latent_dim=2, steps=s["steps"], patience=0)
     sweep = sweeps.sweep_states(
         "rslds", [train], [test], states=s["states"], options=options,
         out_dir=out / "nascar_rslds", **score,
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
     # Lorenz: srnn against slds.
     lorenz = simulate_lorenz(seed=1, num_trials=trials, num_timesteps=s["lorenz_T"])
     train, test = split_trials(lorenz, s["train"])
-    options = dict(states=2, latent_dim=3, steps=s["steps"], likelihood="gaussian")
+    options = dict(states=2, latent_dim=3, steps=s["steps"], likelihood="gaussian", patience=0)
     lorenz_runs = sweeps.sweep(
         {"srnn": ("srnn", options), "slds": ("slds", options)}, [train], [test],
         out_dir=out / "lorenz", **score,
