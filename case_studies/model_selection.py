@@ -1,11 +1,11 @@
 """Case study: model selection by held-out likelihood on simulated switching data.
 
 1. NASCAR (``simulate_nascar``, true K = 4, 10 Gaussian neurons, 400 bins): ``rslds`` with
-   D = 2 is fitted for K = 2..6 on 12 trials (2000 steps each, no plateau stop) and every fit is scored on 12 other trials
-   (log p(y_i) by sequential Monte Carlo with the guide's per-bin proposals, 4096 particles;
-   ``--estimator importance`` ranks by PSIS importance sampling instead). Floors: K = 4
-   ranks first or within one SE (``dse`` of ``arviz_stats.compare``) of the best; ``rslds``
-   K = 4 has a higher held-out elpd than ``slds`` K = 4.
+   D = 2 is fitted for K = 2..6 on 12 trials (2000 steps each, no plateau stop) and every fit
+   is scored on 12 other trials (log p(y_i) by sequential Monte Carlo with the guide's per-bin
+   proposals, 4096 particles; ``--estimator importance`` ranks by PSIS importance sampling
+   instead). Floors: K = 4 ranks first or within one SE (``dse`` of ``arviz_stats.compare``)
+   of the best; ``rslds`` K = 4 has a higher held-out elpd than ``slds`` K = 4.
 2. Lorenz (``simulate_lorenz``, two lobes, 10 Gaussian neurons): ``srnn`` and ``slds``, K = 2,
    D = 3, 12 training and 12 held-out trials. Floor: ``srnn`` has the higher held-out elpd.
 
