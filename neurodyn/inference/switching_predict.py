@@ -109,9 +109,7 @@ def smc_log_marginals(fitted: Fitted, y, mask, num_particles: int, key) -> smc.S
     def draw(key, h_prev, f_t):
         loc, scale = jax.vmap(proposal, (0, None))(h_prev, f_t)
         h = loc + scale * jax.random.normal(key, loc.shape)
-        return h, jnp.sum(-0.5 * ((h - loc) / scale) ** 2 - jnp.log(scale), -1) - _HALF_LOG_2PI * (
-            h.shape[-1]
-        )
+        return h, dist.Normal(loc, scale).log_prob(h).sum(-1)
 
     def emission(h, y_t, mask_t):  # [P, D] -> [P]
         lp = observation_dist(spec, jax.vmap(g.readout)(h), g.obs_scale).log_prob(y_t)
@@ -140,9 +138,6 @@ def smc_log_marginals(fitted: Fitted, y, mask, num_particles: int, key) -> smc.S
 
     keys = jax.random.split(key, y.shape[0])
     return jax.jit(jax.vmap(one_trial))(keys, y, mask, features)
-
-
-_HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
 
 
 def _potentials(fitted: Fitted, h=None, y=None, mask=None):
