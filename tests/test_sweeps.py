@@ -81,6 +81,9 @@ def test_sweep_ranked_by_smc_keeps_the_importance_diagnostics():
         assert np.isnan(np.asarray(run.elpd.pareto_k)).all()
         assert len(run.heldout["psis_khat_per_trial"]) == test.num_trials
         assert 0 < run.heldout["smc_min_ess"] <= 32
+    # no k for SMC estimates: both k columns say so rather than "0% above 0.7"
+    assert result.table["khat_max"].isna().all()
+    assert result.table["khat_share_above_0.7"].isna().all()
     assert np.isfinite(result.table["elpd"]).all()
     with pytest.raises(ValueError, match="unknown estimator"):
         sweep_states("slds", [train], [test], states=(1, 2), options=options, estimator="x")

@@ -68,12 +68,16 @@ def compare(elpds: dict[str, ELPDData], method: str = "stacking"):
         raise ValueError(f"models were scored on different numbers of trials: {sizes}")
     table = _arviz_compare(dict(elpds), method=method, round_to="none")
     table["khat_max"] = [_nanmax(elpds[name].pareto_k) for name in table.index]
-    table["khat_share_above_0.7"] = [
-        float(np.mean(np.asarray(elpds[name].pareto_k) > KHAT_THRESHOLD)) for name in table.index
-    ]
+    table["khat_share_above_0.7"] = [_share_above(elpds[name].pareto_k) for name in table.index]
     return table
 
 
 def _nanmax(x) -> float:
     x = np.asarray(x, np.float64)
     return float(np.nanmax(x)) if (~np.isnan(x)).any() else float("nan")
+
+
+def _share_above(khat) -> float:
+    """Share of trials with k > 0.7; NaN when no trial has a k (SMC estimates)."""
+    k = np.asarray(khat, np.float64)
+    return float(np.mean(k > KHAT_THRESHOLD)) if (~np.isnan(k)).any() else float("nan")
