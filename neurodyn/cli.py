@@ -232,7 +232,7 @@ def evaluate_run(
         warnings.simplefilter("always")
         heldout, _ = workflow.heldout(problem, num_samples=max(num_samples, 32), seed=seed)
     metrics.update(heldout)
-    if getattr(family, "supports_smc", lambda _: False)(config):
+    if family.supports_smc(config):
         metrics.update(family.heldout_smc(config, params, sessions, seed=seed)[0])
     for w in caught if warn else ():
         if issubclass(w.category, UserWarning) and "Pareto k" in str(w.message):
@@ -373,20 +373,20 @@ def cmd_compare(args) -> None:
     from .data import load_sessions
     from .inference import comparison, runs, workflow
 
-    problems = {}
+    loaded = {}  # name -> (family, config, params, sessions)
     for run in args.runs:
         family, config, params = load_run(run)
         sessions = load_sessions(args.data, config.get("likelihood"))
         name = Path(run).name
-        if name in problems:
+        if name in loaded:
             raise UsageError(f"two runs are named {name!r}; give the run folders distinct names")
-        problems[name] = (family, config, params, sessions)
-    if len(problems) < 2:
+        loaded[name] = (family, config, params, sessions)
+    if len(loaded) < 2:
         raise UsageError("compare needs at least two runs")
     if args.estimator == "smc":
         elpds = {}
-        for name, (family, config, params, sessions) in problems.items():
-            if not getattr(family, "supports_smc", lambda _: False)(config):
+        for name, (family, config, params, sessions) in loaded.items():
+            if not family.supports_smc(config):
                 raise UsageError(
                     f"{name}: --estimator smc needs a switching run with a dkf or meanfield guide"
                 )
@@ -396,7 +396,7 @@ def cmd_compare(args) -> None:
             elpds[name] = comparison.smc_elpd(log_marginals, args.particles)
         table = comparison.compare(elpds)
     else:
-        problems = {n: f.problem(c, p, s) for n, (f, c, p, s) in problems.items()}
+        problems = {n: f.problem(c, p, s) for n, (f, c, p, s) in loaded.items()}
         table = workflow.compare_runs(problems, num_samples=args.samples, seed=args.seed)
     columns = ["rank", "elpd", "se", "elpd_diff", "dse", "weight", "khat_max"]
     columns.append("khat_share_above_0.7")

@@ -554,6 +554,11 @@ def evaluate(config, params, sessions, *, horizons=(1, 5, 10), num_samples=32, s
     return metrics
 
 
+def supports_smc(config) -> bool:
+    """The SMC held-out estimator exists for the switching family only: False."""
+    return False
+
+
 def forecast_r2(config, params, sessions, *, horizons=(1, 5, 10), num_samples=32, seed=0) -> dict:
     """Only the ``forecast_r2`` part of :func:`evaluate` (no reconstruction or ELBO passes, so
     one compilation instead of three): {"forecast_r2": {k: r2}, "per_recording": {name: {k:
@@ -711,6 +716,7 @@ __all__ = [
     "evaluate",
     "forecast_r2",
     "report",
+    "supports_smc",
     "adapt",
     "embeddings",
     "problem",

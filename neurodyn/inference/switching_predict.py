@@ -31,14 +31,13 @@ from numpyro.contrib.module import eqx_module
 from numpyro.infer import Trace_ELBO
 
 from ..guides.switching import global_guide, trajectory_dist
-from ..models.priors import resolve
 from ..models.switching import (
-    default_priors,
     dynamics_means,
     hmm_log_lik,
     log_transitions,
     observation_dist,
     predicted_mean,
+    resolve_priors,
     roll_forward,
     sample_globals,
     state_potentials,
@@ -58,9 +57,9 @@ class Fitted:
         self.config, self.params = config, params
         self.spec, self.model, self.guide = build(config)
         modules = self.model.keywords["modules"]
-        priors = resolve(default_priors(self.spec), config["priors"])
+        priors = resolve_priors(self.spec, config["priors"])
         with handlers.seed(rng_seed=0), handlers.substitute(data=params):
-            values = global_guide(self.spec)
+            values = global_guide(self.spec, priors=priors)
         with handlers.seed(rng_seed=0), handlers.substitute(data={**params, **values}):
             self.g = sample_globals(self.spec, modules, priors)
         self.encoder = None
