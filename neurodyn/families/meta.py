@@ -11,6 +11,7 @@ everything shared frozen) and :func:`embeddings` (name -> mean of q(e)).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -24,11 +25,12 @@ from numpyro.primitives import Messenger
 
 from ..data.session import Session
 from ..guides import meta as guides
+from ..guides.weights import weight_guide
 from ..inference import svi
 from ..inference.metrics import ridge_decode_r2
 from ..models import hypernetwork as hn
 from ..models import meta as models
-from ..models.priors import resolve
+from ..models.weights import posterior_median_weights
 
 MODELS = tuple(models.MODEL_SETTINGS)
 GUIDES = guides.GUIDES
@@ -106,7 +108,7 @@ def make_config(model: str, sessions: list[Session], *, options: dict | None = N
     )
     if config["process_noise"] not in ("shared", "per-recording"):
         raise ValueError("process_noise must be 'shared' or 'per-recording'")
-    resolve(models.default_priors(spec_of(config)), config["priors"])  # names and specs check
+    models.resolve_priors(spec_of(config), config["priors"])  # names and specs check
     return config
 
 
@@ -135,6 +137,9 @@ def program(config: dict):
     """(model, guide, spec, nets) for a config; networks are seeded by ``config['seed']``."""
     spec = spec_of(config)
     nets = make_networks(spec, key=jax.random.PRNGKey(config["seed"]))
+    priors = models.weight_priors(spec, config["priors"])
+    modules = {"dynamics": nets.dynamics, "adapter": nets.adapter}
+    nets = dataclasses.replace(nets, weight_guide=weight_guide(modules, priors))
     kw = dict(spec=spec, nets=nets, priors=config["priors"])
     return (
         functools.partial(models.meta_model, **kw),
@@ -485,7 +490,7 @@ def _predictor(config: dict, forecast: int):
     def predict(params, batch, key):
         g = handlers.trace(handlers.seed(handlers.substitute(guide, data=params), key))
         guide_trace = g.get_trace(batch)
-        values = {k: guide_trace[k]["value"] for k in ("z", "embedding") if k in guide_trace}
+        values = {k: v["value"] for k, v in guide_trace.items() if v["type"] == "sample"}
         m = handlers.substitute(handlers.condition(model, data=values), data=params)
         model_trace = handlers.trace(handlers.seed(m, key)).get_trace(batch, forecast=forecast)
         y_forecast = model_trace["y_forecast"]["value"] if forecast else None
@@ -628,6 +633,8 @@ def vector_field(config, params, e=None, rec=0, *, grid=None):
     Z = np.zeros((len(grid), len(grid), spec.latent_dim), np.float32)
     Z[..., 0], Z[..., 1] = np.meshgrid(grid, grid, indexing="xy")
     p = jax.tree_util.tree_map(jnp.asarray, params)
+    with_prior = models.weight_priors(spec, config["priors"])
+    p = posterior_median_weights(p, [m for m, prior in with_prior.items() if prior is not None])
     dynamics = eqx.combine(p["dynamics$params"], nets.dynamics)
     adapter = eqx.combine(p["adapter$params"], nets.adapter) if nets.adapter else None
     e = None if e is None else jnp.asarray(e, jnp.float32).reshape(1, -1)

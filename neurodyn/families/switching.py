@@ -42,7 +42,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from numpyro.contrib.module import eqx_from_dict, eqx_to_dict
 from numpyro.infer import Trace_ELBO
 
 from ..data import concat_trials
@@ -52,6 +51,7 @@ from ..guides.switching import GUIDES, GuideTrajectories, switching_guide, weigh
 from ..inference import hmm, svi
 from ..models.dynamics import Readout, StateDynamics
 from ..models.switching import CONFIGS, LINKS, WEIGHT_PRIORS, Spec, resolve_priors, switching_model
+from ..models.weights import posterior_median_weights
 
 MODELS = tuple(CONFIGS)
 DEFAULTS = dict(
@@ -479,13 +479,7 @@ def _for_prediction(config, params):
     predict = {**config, "priors": {k: v for k, v in config["priors"].items() if k not in weights}}
     if user_guide:
         predict["guide"] = GuideTrajectories(config["guide"], build(config)[2], params)
-    for site in weights:
-        name = WEIGHT_PRIORS[site]
-        tree = params[f"{name}$params"]
-        median = {
-            path: params.get(f"{name}.{path}_auto_loc", x) for path, x in eqx_to_dict(tree).items()
-        }
-        params[f"{name}$params"] = eqx_from_dict(median, tree)
+    params = posterior_median_weights(params, [WEIGHT_PRIORS[site] for site in weights])
     return predict, params
 
 

@@ -7,6 +7,8 @@
     q(z_ij | y_ij, e_i) = prod_t N(z_ijt | m_t, s_t)            DKF-style (Krishnan et al. 2017,
                                                                 mean-field bidirectional RNN)
                                                                 on [x_ijt, e_i]
+    q(weights) = AutoNormal                                     only for weights with a prior
+                                                                (``dynamics_weights``, ...)
 
 Read-in weights are stored padded, (num_recordings, N_max, P); padded neurons have y = 0 and
 mask = False, so they contribute nothing. The guides have the model's signature.
@@ -112,8 +114,11 @@ def embedding_posterior(spec: MetaSpec, nets: Networks, batch, x):
 
 
 def meta_guide(batch, *, num_trials=None, spec: MetaSpec, nets: Networks, priors=None, forecast=0):
-    """q(e) q(z | y, e) with the model's signature (``priors``/``forecast`` are ignored)."""
+    """q(e) q(z | y, e) with the model's signature (``priors``/``forecast`` are ignored), and
+    q(weights) (``nets.weight_guide``, an AutoNormal) when the model's weights have a prior."""
     M, B, T, N = batch["y"].shape
+    if nets.weight_guide is not None:
+        nets.weight_guide()
     x = readin(spec, batch)
     latent_encoder = eqx_module("latent_encoder", nets.latent_encoder)
     with numpyro.plate("recordings", M, dim=-2):

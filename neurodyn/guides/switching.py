@@ -44,26 +44,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
-from numpyro.contrib.module import eqx_module, eqx_to_dict
+from numpyro.contrib.module import eqx_module
 from numpyro.distributions import constraints
 from numpyro.infer.autoguide import AutoNormal
-from numpyro.infer.initialization import init_to_value
 
 from ..inference import long_scan
 from ..models.switching import (
     DEFAULT_STICKINESS,
     WEIGHT_PRIORS,
     Spec,
-    bind_network,
     global_shapes,
     resolve_priors,
 )
+from . import weights
 
 GUIDES = ("dkf", "meanfield", "delta")
 _CONSTRAINTS = {
@@ -125,27 +123,9 @@ def _prior(spec: Spec, priors: Mapping | None, site: str):
 
 def weight_guide(spec: Spec, modules: Mapping, priors: Mapping | None) -> AutoNormal | None:
     """``AutoNormal`` over the weight sites of ``priors``' weight priors (None without any),
-    started at the modules' current weights. Its structure is set up here, outside any trace,
-    so one instance can serve every call of the guide (jitted or not)."""
+    started at the modules' current weights (:func:`neurodyn.guides.weights.weight_guide`)."""
     chosen = {m: _prior(spec, priors, site) for site, m in WEIGHT_PRIORS.items()}
-    chosen = {m: prior for m, prior in chosen.items() if prior is not None}
-    if not chosen:
-        return None
-
-    def weights():
-        for name, prior in chosen.items():
-            bind_network(name, modules[name], prior)
-
-    start = {
-        f"{name}.{path}": x
-        for name in chosen
-        for path, x in eqx_to_dict(modules[name]).items()
-        if eqx.is_inexact_array(x)
-    }
-    auto = AutoNormal(weights, init_loc_fn=init_to_value(values=start), init_scale=0.01)
-    with handlers.block(), handlers.seed(rng_seed=0):
-        auto()  # builds the prototype eagerly: concrete initial values, no leaked tracers
-    return auto
+    return weights.weight_guide(modules, chosen)
 
 
 def guide_globals(spec: Spec, modules: Mapping, priors: Mapping | None = None) -> dict:

@@ -35,10 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
-from numpyro.contrib.module import eqx_module
 from numpyro.distributions import constraints
 
 from . import hypernetwork as hn
+from . import weights
 from .priors import resolve
 
 MODEL_SETTINGS = {
@@ -93,14 +93,46 @@ class Networks:
     adapter: object | None  # LowRankHypernet | LinearAdapter | None
     embed_encoder: object | None  # guide networks (see neurodyn.guides.meta)
     latent_encoder: object | None
+    weight_guide: object | None = None  # AutoNormal of the weights that have a prior
+
+
+# weight-prior site -> the Equinox module whose weights it covers (see :mod:`.weights`)
+WEIGHT_PRIORS = {"dynamics_weights": "dynamics", "hypernetwork_weights": "adapter"}
 
 
 def default_priors(spec: MetaSpec) -> dict:
-    """Site -> univariate distribution (applied elementwise)."""
-    priors = {"initial": dist.Normal(0.0, 1.0)}
+    """Site -> univariate distribution (applied elementwise).
+
+    * ``initial``: Normal(0, 1) on each coordinate of z_1;
+    * ``embedding``: Normal(0, 1) on each coordinate of e_i (models with an embedding);
+    * ``dynamics_weights``, ``hypernetwork_weights`` (the latter with a ``lowrank`` or
+      ``linear`` adapter): none by default, i.e. the shared dynamics MLP's / the hypernetwork's
+      weights are parameters. A distribution on the real line (``Normal(0, 1)``) on every entry
+      makes them global sample sites ``"dynamics.<path>"`` / ``"adapter.<path>"``, fitted by an
+      ``AutoNormal`` of their own alongside the amortized guide.
+    """
+    priors = {"initial": dist.Normal(0.0, 1.0), "dynamics_weights": None}
     if spec.embedding:
         priors["embedding"] = dist.Normal(0.0, 1.0)
+    if spec.adapter in ("lowrank", "linear"):
+        priors["hypernetwork_weights"] = None
     return priors
+
+
+def resolve_priors(spec: MetaSpec, user=None) -> dict:
+    """:func:`default_priors` overridden by ``user`` ({site: distribution or spec string});
+    ``PriorError`` names a bad choice."""
+    priors = resolve(default_priors(spec), user)
+    for site in WEIGHT_PRIORS:
+        if site in priors:
+            weights.check_weight_prior(priors[site], site)
+    return priors
+
+
+def weight_priors(spec: MetaSpec, priors=None) -> dict:
+    """{module name: prior or None} of the weight priors among (resolved or user) ``priors``."""
+    priors = resolve_priors(spec, priors)
+    return {module: priors.get(site) for site, module in WEIGHT_PRIORS.items() if site in priors}
 
 
 class MarkovGaussian(dist.Distribution):
@@ -208,11 +240,13 @@ def meta_model(batch, *, num_trials=None, spec: MetaSpec, nets: Networks, priors
         forecast: if > 0, also record ``y_forecast`` (M, B, forecast, N): the predicted mean of
             y rolled forward noise-free from the last latent.
     """
-    priors = resolve(default_priors(spec), priors)
+    priors = resolve_priors(spec, priors)
     M, B, T, N = batch["y"].shape
     D, rec = spec.latent_dim, batch["rec"]
-    dynamics = eqx_module("dynamics", nets.dynamics)
-    adapter = eqx_module("adapter", nets.adapter) if nets.adapter is not None else None
+    dynamics = weights.bind_network("dynamics", nets.dynamics, priors["dynamics_weights"])
+    adapter = None
+    if nets.adapter is not None:
+        adapter = weights.bind_network("adapter", nets.adapter, priors["hypernetwork_weights"])
     C = _per_recording("readout_weight", (M, N, D), spec, rec, _random_init(0.3))
     d = _per_recording("readout_bias", (M, N), spec, rec, jnp.zeros)
     q = _process_scale(spec, rec)  # (M, 1, D)

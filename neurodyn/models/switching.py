@@ -60,16 +60,15 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from numpyro.contrib.module import eqx_module, eqx_to_dict, random_eqx_module
 from numpyro.distributions import constraints
 
 from ..inference import hmm
+from . import weights
 from .priors import PriorError, resolve
 
 # name -> (dynamics form or None, transitions, fixed K or None)
@@ -163,16 +162,18 @@ def resolve_priors(spec: Spec, user: Mapping | None = None) -> dict:
     """:func:`default_priors` (and ``None`` for the weight priors) overridden by ``user``
     ({site: distribution, spec string or number}); ``PriorError`` names a bad choice."""
     user = dict(user or {})
-    weights = dict.fromkeys(WEIGHT_PRIORS) if spec.has_latent else {}
+    weight_priors = dict.fromkeys(WEIGHT_PRIORS) if spec.has_latent else {}
     if "transition" in user and "transition_stickiness" in user:
         raise PriorError(
             "give a prior for transition or for transition_stickiness, not both "
             "(transition_stickiness sets the sticky Dirichlet of transition)"
         )
-    priors = resolve({**default_priors(spec), **weights}, user)
+    priors = resolve({**default_priors(spec), **weight_priors}, user)
     if "transition_stickiness" in user:
         kappa = priors["transition_stickiness"]
-        _check_scalar_on(kappa, "transition_stickiness", "non-negative numbers, e.g. Gamma(10, 1)")
+        weights.check_scalar_on(
+            kappa, "transition_stickiness", "non-negative numbers, e.g. Gamma(10, 1)"
+        )
         if isinstance(kappa, dist.Delta):
             if float(kappa.v) < 0:
                 raise PriorError(f"transition_stickiness must be >= 0, got {float(kappa.v):g}")
@@ -182,45 +183,17 @@ def resolve_priors(spec: Spec, user: Mapping | None = None) -> dict:
                 f"the prior of transition_stickiness must live on non-negative numbers, e.g. "
                 f"Gamma(10, 1); {type(kappa).__name__} has support {kappa.support}"
             )
-    for site in weights:
-        if priors[site] is not None:
-            _check_scalar_on(priors[site], site, "the real line, e.g. Normal(0, 1)")
-            if priors[site].support is not constraints.real:
-                raise PriorError(
-                    f"the prior of {site} must live on the real line, e.g. Normal(0, 1); "
-                    f"{type(priors[site]).__name__} has support {priors[site].support}"
-                )
+    for site in weight_priors:
+        weights.check_weight_prior(priors[site], site)
     return priors
-
-
-def _check_scalar_on(prior, site: str, where: str) -> None:
-    if prior.batch_shape or prior.event_shape:
-        raise PriorError(f"the prior of {site} must be a scalar distribution on {where}")
 
 
 def weight_sites(spec: Spec, modules: Mapping, priors: Mapping) -> list[str]:
     """Names of the weight sample sites that the resolved ``priors`` create (empty without weight
     priors): ``"<module>.<array path>"``, e.g. ``"dynamics.W"``, ``"readout.C"``."""
-    names = []
-    for site, module in WEIGHT_PRIORS.items():
-        if priors.get(site) is not None:
-            names += [f"{module}.{path}" for path in _weight_priors(modules[module], priors[site])]
-    return names
-
-
-def _weight_priors(module, prior) -> dict:
-    """{array path: prior} for every non-empty inexact array of an Equinox module."""
-    arrays = eqx_to_dict(eqx.filter(module, eqx.is_inexact_array))
-    return {path: prior for path, x in arrays.items() if x.size}
-
-
-def bind_network(name: str, module, prior=None):
-    """The module inside the program: its weights are parameters (``prior`` None) or sample sites
-    ``name.<path>`` with ``prior`` on each entry (scope divider "." keeps the names valid
-    variable names in ``posterior.nc``)."""
-    if prior is None:
-        return eqx_module(name, module)
-    return random_eqx_module(name, module, _weight_priors(module, prior), scope_divider=".")
+    return weights.weight_sites(
+        modules, {module: priors.get(site) for site, module in WEIGHT_PRIORS.items()}
+    )
 
 
 def global_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
@@ -269,10 +242,12 @@ def sample_globals(spec: Spec, modules: Mapping, priors: Mapping) -> Globals:
         log_A=log_A,
         R=R,
         r=r,
-        dynamics=bind_network("dynamics", modules["dynamics"], priors.get("dynamics_weights")),
+        dynamics=weights.bind_network(
+            "dynamics", modules["dynamics"], priors.get("dynamics_weights")
+        ),
         process_scale=site("process_scale"),
         initial=priors["initial_state"],
-        readout=bind_network("readout", modules["readout"], priors.get("readout_weights")),
+        readout=weights.bind_network("readout", modules["readout"], priors.get("readout_weights")),
         obs_scale=obs_scale,
     )
 
