@@ -388,7 +388,8 @@ def cmd_compare(args) -> None:
         for name, (family, config, params, sessions) in loaded.items():
             if not family.supports_smc(config):
                 raise UsageError(
-                    f"{name}: --estimator smc needs a switching run with a dkf or meanfield guide"
+                    f"{name}: --estimator smc needs a meta run or a switching run with a dkf "
+                    "or meanfield guide"
                 )
             _, log_marginals = family.heldout_smc(
                 config, params, sessions, num_particles=args.particles, seed=args.seed

@@ -1,5 +1,7 @@
 """Held-out model comparison: the right model ranks first, the table has the k diagnostics."""
 
+import warnings
+
 import jax
 import numpy as np
 import numpyro
@@ -63,6 +65,30 @@ def test_a_poor_proposal_is_flagged_by_k():
     # Same model, so both proposals estimate the same elpd; the narrow one is flagged by k.
     table = compare({"good": elpd(1.2), "bad": elpd(0.3)})
     assert table.loc["bad", "khat_max"] > 0.7 > table.loc["good", "khat_max"]
+
+
+def test_stacking_weights_survive_whole_trial_likelihoods_of_thousands_of_nats():
+    """Shifting every model's elpd of a trial by the same amount leaves the weights unchanged;
+    at -5000 nats per trial a naive exp underflows, and the weights must not become NaN or a
+    fallback."""
+    from neurodyn.inference.comparison import smc_elpd
+
+    rng = np.random.default_rng(0)
+    base = {
+        "a": rng.normal(-3.0, 1.0, 40),
+        "b": rng.normal(-3.3, 1.0, 40),
+        "c": rng.normal(-4.0, 1.0, 40),
+    }
+    weights = {}
+    for shift in (0.0, -5000.0):
+        elpds = {name: smc_elpd(v + shift, 64) for name, v in base.items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            weights[shift] = compare(elpds)["weight"].sort_index()
+    assert np.isfinite(weights[-5000.0]).all()
+    np.testing.assert_allclose(weights[-5000.0], weights[0.0], atol=1e-6)
+    assert weights[0.0].sum() == pytest.approx(1.0)
+    assert weights[0.0]["a"] > weights[0.0]["c"]
 
 
 def test_compare_needs_two_models_on_the_same_trials():

@@ -9,6 +9,9 @@ errors of the differences and the stacking weights.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import numpy as np
 import xarray as xr
 from arviz_stats import ELPDData
@@ -66,10 +69,30 @@ def compare(elpds: dict[str, ELPDData], method: str = "stacking"):
     sizes = {name: e.n_data_points for name, e in elpds.items()}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"models were scored on different numbers of trials: {sizes}")
-    table = _arviz_compare(dict(elpds), method=method, round_to="none")
+    # Stacking exponentiates each trial's elpd, which underflows for whole-trial likelihoods of
+    # hundreds of nats (NaN weights, then arviz's fallback to equal ones). The weights do not
+    # change when every model's elpd of a trial is shifted by the same amount, so they are
+    # computed with each trial's best elpd subtracted; the unshifted table's are discarded.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the underflow, in weights we drop
+        table = _arviz_compare(dict(elpds), method=method, round_to="none")
+    shifted = _arviz_compare(_shift_per_trial(elpds), method=method, round_to="none")
+    table["weight"] = shifted["weight"].reindex(table.index)
     table["khat_max"] = [_nanmax(elpds[name].pareto_k) for name in table.index]
     table["khat_share_above_0.7"] = [_share_above(elpds[name].pareto_k) for name in table.index]
     return table
+
+
+def _shift_per_trial(elpds: dict[str, ELPDData]) -> dict[str, ELPDData]:
+    """The elpds with each trial's largest elpd_i (over models) subtracted from every model's."""
+    best = np.max([np.asarray(e.elpd_i) for e in elpds.values()], axis=0)
+    out = {}
+    for name, e in elpds.items():
+        elpd_i = np.asarray(e.elpd_i) - best
+        out[name] = dataclasses.replace(
+            e, elpd=float(elpd_i.sum()), elpd_i=xr.DataArray(elpd_i, dims=e.elpd_i.dims)
+        )
+    return out
 
 
 def _nanmax(x) -> float:
