@@ -24,6 +24,7 @@ from numpyro.infer import Trace_ELBO
 from numpyro.primitives import Messenger
 
 from ..data.session import Session
+from ..guides import guide_option, load_function
 from ..guides import meta as guides
 from ..guides.weights import weight_guide
 from ..inference import svi
@@ -56,7 +57,9 @@ def make_config(model: str, sessions: list[Session], *, options: dict | None = N
     """A JSON-able config for ``model`` on ``sessions``; ``ValueError`` on a bad option.
 
     ``options`` may hold states (must be None), latent_dim, embedding_dim, rank, likelihood,
-    guide, priors ({site: spec}), steps, seed, batch_size; None means the default.
+    guide (``amortized``, ``free``, or a user-written guide as a function or its
+    ``"module:function"`` path; see :mod:`neurodyn.guides.meta`), priors ({site: spec}), steps,
+    seed, batch_size; None means the default.
     """
     if model not in MODELS:
         raise ValueError(f"unknown meta-family model {model!r}; choose one of {', '.join(MODELS)}")
@@ -78,8 +81,7 @@ def make_config(model: str, sessions: list[Session], *, options: dict | None = N
             raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}")
     if cfg["likelihood"] not in ("gaussian", "poisson"):
         raise ValueError(f"unknown likelihood {cfg['likelihood']!r}; choose gaussian or poisson")
-    if cfg["guide"] not in GUIDES:
-        raise ValueError(f"unknown guide {cfg['guide']!r} for {model}; choose one of {GUIDES}")
+    cfg["guide"] = guide_option(cfg["guide"], GUIDES)
     if not sessions:
         raise ValueError("no recordings given")
     names = [s.name for s in sessions]
@@ -141,9 +143,10 @@ def program(config: dict):
     modules = {"dynamics": nets.dynamics, "adapter": nets.adapter}
     nets = dataclasses.replace(nets, weight_guide=weight_guide(modules, priors))
     kw = dict(spec=spec, nets=nets, priors=config["priors"])
+    guide_fn = guides.meta_guide if config["guide"] in GUIDES else load_function(config["guide"])
     return (
         functools.partial(models.meta_model, **kw),
-        functools.partial(guides.meta_guide, **kw),
+        functools.partial(guide_fn, **kw),
         spec,
         nets,
     )
@@ -167,7 +170,7 @@ def make_networks(spec: models.MetaSpec, *, key) -> models.Networks:
     elif spec.adapter == "linear":
         adapter = hn.LinearAdapter(d_e, shapes, key=k_ad)
     embed_encoder = None
-    if spec.embedding and spec.guide == "amortized":
+    if spec.embedding and spec.guide != "free":  # user guides may use the encoder too
         embed_encoder = guides.EmbeddingEncoder(
             spec.readin_dim, spec.encoder_hidden, d_e, key=k_emb
         )
@@ -566,9 +569,9 @@ def evaluate(config, params, sessions, *, horizons=(1, 5, 10), num_samples=32, s
 
 
 def supports_smc(config) -> bool:
-    """:func:`heldout_smc` applies to every configuration and guide of this family (both
-    guides give a Gaussian per bin): True."""
-    return True
+    """:func:`heldout_smc` applies to every configuration with the package's guides (both give
+    a Gaussian per bin), not to user-written guides."""
+    return config["guide"] in GUIDES
 
 
 def heldout_smc(config, params, sessions, *, num_particles: int = 256, seed: int = 0):
@@ -583,6 +586,11 @@ def heldout_smc(config, params, sessions, *, num_particles: int = 256, seed: int
     """
     from ..inference import meta_smc
 
+    if not supports_smc(config):
+        raise ValueError(
+            f"SMC needs the package's guides ({', '.join(GUIDES)}), whose per-bin proposals it "
+            f"uses; this run's guide is {config['guide']!r}: use importance sampling instead"
+        )
     config, params = _at_weight_medians(config, params)
     model, guide, spec, nets = program(config)
     batch = jax.tree_util.tree_map(jnp.asarray, stack_sessions(config, sessions))

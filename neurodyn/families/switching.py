@@ -45,7 +45,7 @@ import optax
 from numpyro.infer import Trace_ELBO
 
 from ..data import concat_trials
-from ..guides import import_path, load_function
+from ..guides import guide_option, load_function
 from ..guides.encoders import TrajectoryEncoder
 from ..guides.switching import GUIDES, GuideTrajectories, switching_guide, weight_guide
 from ..inference import hmm, svi
@@ -140,7 +140,7 @@ def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict
     likelihood = opts.get("likelihood") or _default_likelihood(session.y[session.mask])
     if likelihood not in ("gaussian", "poisson"):
         raise ValueError(f"unknown likelihood {likelihood!r}; choose gaussian or poisson")
-    guide = _guide_option(opts["guide"])
+    guide = guide_option(opts["guide"], GUIDES)
     link = opts.get("link", "softplus")
     if link not in LINKS:
         raise ValueError(f"unknown link {link!r}; choose one of {', '.join(LINKS)}")
@@ -168,21 +168,6 @@ def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict
         **{k: opts[k] for k in DEFAULTS if k not in ("states", "latent_dim", "guide")},
         "neurons": session.num_neurons,
     }
-
-
-def _guide_option(guide) -> str:
-    """A guide name, or a user guide's checked import path."""
-    if callable(guide):
-        return import_path(guide)
-    if guide in GUIDES:
-        return guide
-    if ":" not in str(guide):
-        raise ValueError(
-            f"unknown guide {guide!r}; choose one of {', '.join(GUIDES)} or give a user guide "
-            "as module:function"
-        )
-    load_function(guide)
-    return guide
 
 
 def spec_of(config) -> Spec:

@@ -3,7 +3,8 @@
 A user-written guide is a plain function with its model's signature, named in a config (and on
 the command line, ``--guide mypkg.guides:my_guide``) by its import path ``"module:qualname"``, so
 that a run folder can be reloaded. :func:`import_path` and :func:`load_function` turn a function
-into that path and back; both raise ``ValueError`` with a one-line message.
+into that path and back, and :func:`guide_option` checks a config's choice; all raise
+``ValueError`` with a one-line message.
 """
 
 from __future__ import annotations
@@ -23,6 +24,22 @@ def import_path(fn: Callable) -> str:
             "of an importable module (not a lambda, a closure or a functools.partial)"
         )
     return path
+
+
+def guide_option(guide, names) -> str:
+    """A guide name among ``names``, or a user guide's checked import path (from the path or
+    the function itself); ``ValueError`` with a one-line message otherwise."""
+    if callable(guide):
+        return import_path(guide)
+    if guide in names:
+        return guide
+    if ":" not in str(guide):
+        raise ValueError(
+            f"unknown guide {guide!r}; choose one of {', '.join(names)} or give a user guide "
+            "as module:function"
+        )
+    load_function(guide)
+    return guide
 
 
 def load_function(path: str) -> Callable:

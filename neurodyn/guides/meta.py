@@ -12,6 +12,20 @@
 
 Read-in weights are stored padded, (num_recordings, N_max, P); padded neurons have y = 0 and
 mask = False, so they contribute nothing. The guides have the model's signature.
+
+**User-written guides.** Any function ``fn(batch, *, num_trials=None, spec, nets, priors=None,
+forecast=0)`` (the signature of :func:`meta_guide`), passed as the ``guide`` option or named by
+its import path (``--guide mypkg.guides:fn``), can be the guide. It must draw ``embedding``
+(models with an embedding) inside ``numpyro.plate("recordings", M, dim=-2)`` with batch shape
+(M, 1) and event shape (d_e,) from a distribution with a ``mean`` (predictions read it as
+q(e)'s mean), then ``z`` (M, B, T, D) inside ``numpyro.plate("trials", B, dim=-1)`` with the
+``batch["scale"]`` and ``batch["trial_mask"]`` handlers as :func:`meta_guide` applies them, and
+call ``nets.weight_guide()`` when it is not None. :func:`readin`, :func:`embedding_posterior`
+and the networks in ``nets`` (``embed_encoder``, ``latent_encoder``; bind them with
+``eqx_module``) are free to use. Per-recording parameters must carry a name from
+``neurodyn.models.meta.PER_RECORDING`` (e.g. ``embedding_loc``, indexed by ``batch["rec"]``):
+few-shot adaptation fits a new row of those and freezes every other parameter. Held-out scores
+of such runs use importance sampling (SMC needs the package's per-bin proposals).
 """
 
 from __future__ import annotations
