@@ -31,6 +31,9 @@ smaller (``--timesteps``, ``--trials``) so that the five configurations fit in 3
 CPU cores. Say which settings produced a reported number (``metrics.json`` records them).
 
     python case_studies/bifurcations_fewshot.py --out out/bifurcations [--quick] [--jobs 2]
+
+``--jobs`` (default 2: the 2 cores of a laptop) fits that many configurations at once, each in
+its own process.
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--adapt-steps", type=int, default=300)
     p.add_argument("--models", nargs="+", default=list(meta.MODELS))
-    p.add_argument("--jobs", type=int, default=1, help="configurations fitted in parallel")
+    p.add_argument("--jobs", type=int, default=2, help="configurations fitted in parallel")
     args = p.parse_args(argv)
     if args.quick:
         args.timesteps, args.trials, args.test_trials, args.steps, args.adapt_steps = (
