@@ -506,8 +506,11 @@ def _transfer_inits(config: dict, params: dict, base: dict) -> dict:
     read-in W = C (C^T C)^-1 A_i^T, b = c_i - W^T d, where A_i = W_i^T C_i and
     c_i = W_i^T d_i + b_i map a latent z to recording i's read-in pre-activations
     (W_i^T (C_i z + d_i) + b_i). The frozen encoders then see, for this recording's z, the
-    features they were trained on for recording i. Other entries are those of ``base``.
+    features they were trained on for recording i. Other entries are those of ``base``. A run
+    whose (user-written) guide has no read-in gets ``base`` alone.
     """
+    if not {"readin_weight", "readin_bias"} <= set(params):
+        return {k: np.asarray(v)[None] for k, v in base.items()}
     C0 = np.asarray(base["readout_weight"][0], np.float64)  # (n, D)
     d0 = np.asarray(base["readout_bias"][0], np.float64)  # (n,)
     D = C0.shape[1]
