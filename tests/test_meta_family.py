@@ -166,5 +166,5 @@ def test_bifurcations_case_study_quick(tmp_path):
     cmd = [sys.executable, str(script), "--out", str(tmp_path), "--quick", "--models"]
     subprocess.run([*cmd, "meta-dssm", "shared-dynamics"], check=True)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics["table"]) == {"meta-dssm", "shared-dynamics"}
+    assert set(metrics["table"]) == {"meta-dssm", "shared-dynamics", "oracle"}
     assert (tmp_path / "table.md").exists()
