@@ -1,7 +1,7 @@
 """The guide of network weights that have a prior (see :mod:`neurodyn.models.weights`).
 
 An ``AutoNormal`` over exactly the weight sample sites: parameters ``"<site>_auto_loc"`` and
-``"<site>_auto_scale"`` (e.g. ``"dynamics.layers.0.weight_auto_loc"``), started at the modules'
+``"<site>_auto_scale"`` (e.g. ``"dynamics.weights[0]_auto_loc"``), started at the modules'
 initial weights with scale 0.01, so the weights get a Gaussian posterior rather than a point
 estimate. It combines with any amortized local guide: call it inside that guide.
 """

@@ -15,9 +15,8 @@ and the incremental weight is
 With Gaussian observations r is the locally optimal p(z_t | z_{t-1}, y_t) (Gaussian: a linear
 readout of a Gaussian step), whose weight is p(y_t | z_{t-1}) whatever z_t is drawn; with
 Poisson observations (or a non-Normal prior of z_1, for the first bin) r is the amortized
-guide's Gaussian for the bin,
-q(z_t | y, e = mean of q(e_i)). Any proposal gives a valid estimate; the optimal one keeps the
-particles' weights even when the guide is poor.
+guide's Gaussian for the bin, q(z_t | y, e = mean of q(e_i)). Any proposal gives a valid
+estimate; the optimal one keeps the particles' weights even when the guide is poor.
 
 Resampling moves particles (and so embeddings) toward those that explain the trial, so the
 estimate stays usable on trials where whole-trajectory importance weights degenerate (Pareto k
@@ -139,6 +138,18 @@ def log_marginals(
             z = loc[t] + scale[t] * jax.random.normal(key, (P, D))
             return z, dist.Normal(loc[t], scale[t]).log_prob(z).sum(-1)
 
+        def draw_optimal(key, t, mean, q):
+            """Gaussian observations: z_t ~ p(z_t | z_{t-1}, y_t), the locally optimal proposal
+            (information form; the precision is the same for every particle)."""
+            C, d = params["readout_weight"][rec], params["readout_bias"][rec]  # (N, D), (N,)
+            w = mask[t] / params["obs_scale"][rec] ** 2  # (N,) observed precision
+            precision = jnp.diag(1.0 / q**2) + (C * w[:, None]).T @ C
+            info = mean / q**2 + C.T @ (w * (y[t] - d))  # (P, D)
+            cov = jnp.linalg.inv(precision)  # symmetric: rows of info @ cov are cov @ info_p
+            proposal = dist.MultivariateNormal(info @ cov, scale_tril=jnp.linalg.cholesky(cov))
+            z = proposal.sample(key)
+            return z, proposal.log_prob(z)
+
         def init(key, _):
             if spec.likelihood == "gaussian" and isinstance(initial, dist.Normal):
                 prior_loc = jnp.broadcast_to(initial.loc, (P, D))
@@ -147,19 +158,6 @@ def log_marginals(
                 z, log_q = draw(key, 0)
             log_p = initial.log_prob(z).sum(-1) + emission(z, y[0], mask[0], rec)
             return (z, e), log_p - log_q
-
-        def draw_optimal(key, t, mean, q):
-            """Gaussian observations: z_t ~ p(z_t | z_{t-1}, y_t), the locally optimal proposal
-            (information form; the precision is the same for every particle)."""
-            C, d = params["readout_weight"][rec], params["readout_bias"][rec]  # (N, D), (N,)
-            w = mask[t] / params["obs_scale"][rec] ** 2  # (N,) observed precision
-            precision = jnp.diag(1.0 / q**2) + (C * w[:, None]).T @ C
-            info = mean / q**2 + C.T @ (w * (y[t] - d))  # (P, D)
-            chol = jnp.linalg.cholesky(jnp.linalg.inv(precision))
-            loc = info @ jnp.linalg.inv(precision)  # symmetric: rows are Sigma @ info_p
-            proposal = dist.MultivariateNormal(loc, scale_tril=chol)
-            z = proposal.sample(key)
-            return z, proposal.log_prob(z)
 
         def step(key, particles, t):
             z_prev, e_p = particles

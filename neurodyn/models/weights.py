@@ -4,7 +4,7 @@ A weight-prior site (e.g. ``dynamics_weights``) is ``None`` by default: the weig
 Equinox module are parameters (``eqx_module``, point estimates). Given a scalar distribution on
 the real line, every entry of every inexact array of the module gets that prior
 (``random_eqx_module``) and the weights become global sample sites named
-``"<module>.<array path>"`` (e.g. ``"dynamics.layers.0.weight"``), which a guide of their own
+``"<module>.<array path>"`` (e.g. ``"dynamics.weights[0]"``), which a guide of their own
 (:func:`neurodyn.guides.weights.weight_guide`) fits. The scope divider "." keeps the names valid
 variable names in ``posterior.nc``.
 """
