@@ -352,6 +352,7 @@ def cmd_adapt(args) -> None:
             steps=args.steps,
             seed=args.seed,
             out_dir=tmp,
+            refine_embedding=args.refine_embedding,
         )
         runs.write_json(tmp / runs.CONFIG, new_config)
         runs.save_params(tmp / runs.PARAMS, new_params)
@@ -526,6 +527,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True)
     a.add_argument("--steps", type=_positive)
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument(
+        "--refine-embedding",
+        action="store_true",
+        help="also fit a shift of the encoder's embedding for this recording (amortized guide)",
+    )
     a.set_defaults(handler=cmd_adapt)
 
     e = sub.add_parser("evaluate", help="metrics of a run on session files")

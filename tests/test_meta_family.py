@@ -73,6 +73,43 @@ def test_adapt_changes_only_the_new_recording(fitted, sessions, tmp_path):
     assert list(fam.embeddings(new_config, loaded, [new])) == [new.name]
 
 
+def test_refined_embedding_is_the_encoders_plus_a_fitted_shift(fitted, sessions):
+    """``refine_embedding``: shared parameters stay bit-equal, the new recording's q(e) mean is
+    the frozen encoder's output plus its fitted shift, the old recordings' shifts are 0, and a
+    later unrefined adaptation of the refined run keeps its recording at the encoder's e."""
+    config, params, _ = fitted
+    new = sessions[2]
+    cfg, prm, result = fam.adapt(config, params, new, trials=3, steps=5, refine_embedding=True)
+    assert cfg["embedding_refined"] and np.isfinite(result.losses).all()
+    shift = np.asarray(prm["embedding_shift"])
+    assert shift.shape == (3, config["embedding_dim"])
+    assert np.array_equal(shift[:2], np.zeros_like(shift[:2])) and np.abs(shift[2]).max() > 0
+    for name, before in params.items():
+        if name not in fam.models.PER_RECORDING:
+            for a, b in zip(
+                jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(prm[name]), strict=True
+            ):
+                assert np.array_equal(np.asarray(a), np.asarray(b))
+    refined = fam.embeddings(cfg, prm, [new])[new.name]
+    plain_prm = {k: v for k, v in prm.items() if k != "embedding_shift"}
+    plain = fam.embeddings(dict(cfg, embedding_refined=False), plain_prm, [new])[new.name]
+    np.testing.assert_allclose(np.subtract(refined, plain), shift[2], atol=1e-5)
+
+    other = sessions[0].__class__(y=new.y, mask=new.mask, name="another", dt=new.dt)
+    cfg2, prm2, _ = fam.adapt(cfg, prm, other, trials=3, steps=5)
+    assert cfg2["embedding_refined"]
+    np.testing.assert_array_equal(prm2["embedding_shift"][:3], shift)
+    assert not np.asarray(prm2["embedding_shift"][3]).any()
+
+
+@pytest.mark.parametrize("model, guide", [("shared-dynamics", "amortized"), ("meta-dssm", "free")])
+def test_refine_embedding_needs_an_amortized_embedding(model, guide, sessions):
+    config = fam.make_config(model, sessions[:2], options=dict(TINY, steps=1, guide=guide))
+    params, _ = fam.fit(config, sessions[:2], progress=False)
+    with pytest.raises(ValueError, match="refine_embedding applies"):
+        fam.adapt(config, params, sessions[2], trials=2, steps=1, refine_embedding=True)
+
+
 def test_evaluate_metrics_and_embeddings(fitted, sessions):
     config, params, _ = fitted
     metrics = fam.evaluate(config, params, sessions[:2], horizons=(1, 3), num_samples=2)

@@ -132,6 +132,7 @@ def spec_of(config: dict) -> models.MetaSpec:
         process_noise=config["process_noise"],
         likelihood=config["likelihood"],
         guide=config["guide"],
+        embedding_refined=bool(config.get("embedding_refined", False)),
     )
 
 
@@ -433,13 +434,18 @@ def adapt(
     out_dir=None,
     progress: bool = False,
     learning_rate: float = 5e-3,
+    refine_embedding: bool = False,
 ):
     """Few-shot adaptation to a new recording (any neuron count).
 
     Its read-in and readout (and, with the ``free`` guide, its embedding; with
     ``single-session``, its own dynamics offsets) are fitted on its first ``trials`` trials
     with every shared parameter frozen (blocked from the optimiser, values substituted). With
-    the amortized guide the embedding comes from the frozen encoder through the new read-in.
+    the amortized guide the embedding comes from the frozen encoder through the new read-in;
+    ``refine_embedding=True`` also fits a shift of q(e)'s mean for this recording
+    (``embedding_shift``, starting at 0: the encoder's guess), so the ELBO on the adaptation
+    trials can move the embedding where the encoder, trained on other recordings, misplaces it.
+    The returned run then carries a zero shift for every other recording.
 
     Starting point (:func:`_transfer_inits`, :func:`_best_init`): besides the data-driven
     start of :func:`_data_init`, one candidate per training recording and rotation of the
@@ -458,14 +464,23 @@ def adapt(
         raise ValueError(f"the run already has a recording named {session.name!r}")
     if not 1 <= trials <= session.num_trials:
         raise ValueError(f"trials must be in 1..{session.num_trials}, got {trials}")
+    if refine_embedding and not (config["embedding"] and config["guide"] == "amortized"):
+        raise ValueError(
+            "refine_embedding applies to models with an embedding and the amortized guide "
+            f"(the {config['guide']!r} guide of {config['model']!r} has nothing to refine)"
+        )
     train = session.select(slice(0, trials))
     entry = dict(name=session.name, num_neurons=session.num_neurons, num_trials=trials)
-    solo = dict(config, recordings=[entry])
+    refined = bool(refine_embedding or config.get("embedding_refined", False))
+    solo = dict(config, recordings=[entry], embedding_refined=refined)
     shared = {k: v for k, v in params.items() if k not in models.PER_RECORDING}
+    fixed = dict(shared)
+    if refined and not refine_embedding:  # a refined run, this recording kept at the encoder's e
+        fixed["embedding_shift"] = np.zeros((1, config["embedding_dim"]), np.float32)
     model, guide, _, _ = program(solo)
 
     def frozen(fn):
-        return handlers.block(handlers.substitute(fn, data=shared), hide=list(shared))
+        return handlers.block(handlers.substitute(fn, data=fixed), hide=list(fixed))
 
     data = stack_sessions(solo, [train])
     base = _data_init(solo, [train])
@@ -484,13 +499,19 @@ def adapt(
         out_dir=out_dir,
         progress=progress,
     )
-    new_config = dict(config, recordings=[*config["recordings"], entry])
+    new_config = dict(config, recordings=[*config["recordings"], entry], embedding_refined=refined)
     N = max(r["num_neurons"] for r in new_config["recordings"])
     new_params = dict(shared)
-    for name, value in params.items():
-        if name in models.PER_RECORDING:
-            new = result.params[name]
-            new_params[name] = np.concatenate([_pad(name, value, N), _pad(name, new, N)])
+    old_rows = dict(params)
+    if refined:
+        zeros = np.zeros((len(config["recordings"]), config["embedding_dim"]), np.float32)
+        old_rows.setdefault("embedding_shift", zeros)
+    new_rows = {**result.params, **fixed}
+    for name in models.PER_RECORDING:
+        if name in new_rows:
+            new_params[name] = np.concatenate(
+                [_pad(name, old_rows[name], N), _pad(name, new_rows[name], N)]
+            )
     return new_config, new_params, result
 
 

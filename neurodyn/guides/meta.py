@@ -3,6 +3,9 @@
     x_ijt      = tanh(Omega_i^T (m_ijt * y_ijt) + b_i)          per-recording read-in into R^P
     q(e_i)     = N(mu(pool_j h_ij), sigma(pool_j h_ij))          ``amortized``: GRU over each
                                                                 trial, mean-pooled over trials
+               = N(mu(pool_j h_ij) + delta_i, sigma(...))       amortized and *refined* (a
+                                                                recording adapted with
+                                                                ``refine_embedding``)
                = N(mu_i, sigma_i)                                ``free``: one Gaussian each
     q(z_ij | y_ij, e_i) = prod_t N(z_ijt | m_t, s_t)            DKF-style (Krishnan et al. 2017,
                                                                 mean-field bidirectional RNN)
@@ -115,7 +118,13 @@ def readin(spec: MetaSpec, batch):
 
 
 def embedding_posterior(spec: MetaSpec, nets: Networks, batch, x):
-    """loc, scale (M, d_e) of q(e_i): amortized (pooled encoder) or free (one per recording)."""
+    """loc, scale (M, d_e) of q(e_i): amortized (pooled encoder) or free (one per recording).
+
+    With ``spec.embedding_refined`` the amortized mean gets a per-recording shift
+    ``embedding_shift`` (M, d_e): zero for recordings the encoder serves as it is, fitted by the
+    ELBO for a recording adapted with ``refine_embedding`` (the encoder's guess, refined on that
+    recording's trials while the encoder itself stays frozen).
+    """
     if spec.guide == "free":
         shape = (spec.num_recordings, spec.embedding_dim)
         loc = numpyro.param("embedding_loc", jnp.zeros(shape))
@@ -124,7 +133,11 @@ def embedding_posterior(spec: MetaSpec, nets: Networks, batch, x):
         )
         return loc[batch["rec"]], scale[batch["rec"]]
     encoder = eqx_module("embed_encoder", nets.embed_encoder)
-    return encoder(x, batch["trial_mask"])
+    loc, scale = encoder(x, batch["trial_mask"])
+    if spec.embedding_refined:
+        shape = (spec.num_recordings, spec.embedding_dim)
+        loc = loc + numpyro.param("embedding_shift", jnp.zeros(shape))[batch["rec"]]
+    return loc, scale
 
 
 def meta_guide(batch, *, num_trials=None, spec: MetaSpec, nets: Networks, priors=None, forecast=0):

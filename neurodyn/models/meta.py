@@ -58,6 +58,7 @@ PER_RECORDING = (
     "readin_bias",
     "embedding_loc",
     "embedding_scale",
+    "embedding_shift",
     "process_scale_per_recording",
     *(f"dynamics_offset_{name}" for name in hn.LAYERS),
 )
@@ -81,6 +82,7 @@ class MetaSpec:
     process_noise: str = "shared"  # shared | per-recording
     likelihood: str = "gaussian"
     guide: str = "amortized"  # amortized | free
+    embedding_refined: bool = False  # amortized q(e) mean + per-recording shift (few-shot)
     readin_dim: int = 16
     encoder_hidden: int = 32
 
