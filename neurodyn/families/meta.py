@@ -19,6 +19,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from numpyro import handlers
 from numpyro.infer import Trace_ELBO
 from numpyro.primitives import Messenger
@@ -48,6 +49,8 @@ DEFAULTS = dict(
     hidden=64,
     learning_rate=5e-3,
 )
+
+LR_DECAY_FLOOR = 0.1  # fit's learning rate decays (cosine) to this fraction of the initial one
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -327,7 +330,15 @@ def _data_init(config: dict, sessions: list[Session]) -> dict:
 
 
 def fit(config: dict, sessions: list[Session], *, out_dir=None, progress=True, resume=False):
-    """Fit model and guide to the run's recordings; returns (params, FitResult)."""
+    """Fit model and guide to the run's recordings; returns (params, FitResult).
+
+    The learning rate follows a cosine decay from ``config["learning_rate"]`` to a tenth of it
+    over ``config["steps"]`` (:data:`LR_DECAY_FLOOR`). With a constant rate the fitted dynamics
+    could end on an expanding excursion late in training: on the bifurcations case study (31
+    recordings, 1500 steps, seed 0) meta-dssm's 30-step forecast r^2 on the training
+    recordings' test trials was -0.89 with a constant rate (0.77 at 800 steps) and 0.83 with
+    the decay.
+    """
     rec = match_recordings(config, sessions)
     if sorted(rec.tolist()) != list(range(len(config["recordings"]))):
         raise ValueError("fit needs exactly the recordings named in the config")
@@ -343,7 +354,9 @@ def fit(config: dict, sessions: list[Session], *, out_dir=None, progress=True, r
         seed=config["seed"],
         sampler=recording_sampler(config["batch_size"]),
         num_trials=int(data["num_trials"].max()),
-        learning_rate=config.get("learning_rate", 5e-3),
+        learning_rate=optax.cosine_decay_schedule(
+            config.get("learning_rate", 5e-3), config["steps"], alpha=LR_DECAY_FLOOR
+        ),
         init_params=_data_init(config, sessions),
         out_dir=out_dir,
         resume=resume,
