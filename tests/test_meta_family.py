@@ -201,7 +201,13 @@ def test_bifurcations_case_study_quick(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "case_studies" / "bifurcations_fewshot.py"
     cmd = [sys.executable, str(script), "--out", str(tmp_path), "--quick", "--models"]
-    subprocess.run([*cmd, "meta-dssm", "shared-dynamics"], check=True)
+    subprocess.run([*cmd, "meta-dssm", "shared-dynamics", "single-session-scratch"], check=True)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics["table"]) == {"meta-dssm", "shared-dynamics", "oracle"}
+    assert set(metrics["table"]) == {
+        "meta-dssm",
+        "shared-dynamics",
+        "single-session-scratch",
+        "oracle",
+    }
+    assert all(len(v) == 3 for v in metrics["raw"]["single-session-scratch"].values())
     assert (tmp_path / "table.md").exists()
