@@ -99,34 +99,50 @@ def oracle_r2(train, test, horizon=HORIZON):
     return 1 - sse / sst
 
 
+def forecast30(config, params, sessions, seed):
+    """The table's metric: 30-step forecast r^2 of a run on ``sessions``."""
+    r2 = meta.forecast_r2(config, params, sessions, horizons=(HORIZON,), num_samples=8, seed=seed)
+    return r2["forecast_r2"][str(HORIZON)]
+
+
+def held_out_scores(label, held, seed, fit_few):
+    """{n_s: {recording: r2}} over the held-out recordings and SHOTS. ``fit_few(train, n)``
+    returns (config, params, what it did, seconds) for a run that knows ``train``'s first n
+    trials."""
+    scores = {str(n): {} for n in SHOTS}
+    for adapt_train, test in held:
+        for n in SHOTS:
+            config, params, what, seconds = fit_few(adapt_train, n)
+            scores[str(n)][test.name] = forecast30(config, params, [test], seed)
+            print(
+                f"  {label} {test.name} n_s={n}: r2={scores[str(n)][test.name]:.3f} "
+                f"({what} {seconds:.1f} s)",
+                flush=True,
+            )
+    return scores
+
+
 def run_scratch(seed, args):
     """``single-session`` fitted anew on each held-out recording's first n_s trials (no other
     recording involved), scored like the adapted runs. Returns a JSON-able dict."""
     _, held = recordings(seed, args.trials, args.test_trials, args.timesteps)
-    scores = {str(n): {} for n in SHOTS}
-    seconds = 0.0
-    for adapt_train, test in held:
-        for n in SHOTS:
-            few = adapt_train.select(slice(0, n))
-            options = dict(steps=args.steps, seed=seed, batch_size=16)
-            config = meta.make_config("single-session", [few], options=options)
-            params, fit = meta.fit(config, [few], progress=False)
-            seconds += fit.seconds
-            r2 = meta.forecast_r2(
-                config, params, [test], horizons=(HORIZON,), num_samples=8, seed=seed
-            )
-            scores[str(n)][test.name] = r2["forecast_r2"][str(HORIZON)]
-            print(
-                f"  {SCRATCH} {test.name} n_s={n}: r2={scores[str(n)][test.name]:.3f} "
-                f"(fit {fit.seconds:.1f} s)",
-                flush=True,
-            )
+    seconds = []
+
+    def fit_few(adapt_train, n):
+        few = adapt_train.select(slice(0, n))
+        options = dict(steps=args.steps, seed=seed, batch_size=16)
+        config = meta.make_config("single-session", [few], options=options)
+        params, fit = meta.fit(config, [few], progress=False)
+        seconds.append(fit.seconds)
+        return config, params, "fit", fit.seconds
+
+    scores = held_out_scores(SCRATCH, held, seed, fit_few)
     return dict(
         model=SCRATCH,
         seed=seed,
         scores=scores,
         train_forecast=None,
-        fit_seconds=round(seconds, 1),
+        fit_seconds=round(sum(seconds), 1),
         final_loss=None,
     )
 
@@ -141,31 +157,23 @@ def run_model(model, seed, args):
     options = dict(steps=args.steps, seed=seed, batch_size=16)
     config = meta.make_config(model, fit_sessions, options=options)
     params, fit = meta.fit(config, fit_sessions, progress=False)
-    in_sample = meta.forecast_r2(
-        config, params, [te for _, te in train], horizons=(HORIZON,), num_samples=8, seed=seed
-    )["forecast_r2"][str(HORIZON)]
+    in_sample = forecast30(config, params, [te for _, te in train], seed)
     print(
         f"seed {seed} {model}: fitted in {fit.seconds:.0f} s, final loss {fit.losses[-1]:.4g}, "
         f"forecast r2 on training recordings {in_sample:.3f}",
         flush=True,
     )
-    scores = {str(n): {} for n in SHOTS}
-    for adapt_train, test in held:
-        for n in SHOTS:
-            cfg, prm, result = meta.adapt(
-                config, params, adapt_train, trials=n, steps=args.adapt_steps, seed=seed
-            )
-            r2 = meta.forecast_r2(cfg, prm, [test], horizons=(HORIZON,), num_samples=8, seed=seed)
-            scores[str(n)][test.name] = r2["forecast_r2"][str(HORIZON)]
-            print(
-                f"  {model} {test.name} n_s={n}: r2={scores[str(n)][test.name]:.3f} "
-                f"(adapt {result.seconds:.1f} s)",
-                flush=True,
-            )
+
+    def fit_few(adapt_train, n):
+        cfg, prm, result = meta.adapt(
+            config, params, adapt_train, trials=n, steps=args.adapt_steps, seed=seed
+        )
+        return cfg, prm, "adapt", result.seconds
+
     return dict(
         model=model,
         seed=seed,
-        scores=scores,
+        scores=held_out_scores(model, held, seed, fit_few),
         train_forecast=in_sample,
         fit_seconds=round(fit.seconds, 1),
         final_loss=float(fit.losses[-1]),
