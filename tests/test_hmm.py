@@ -121,11 +121,16 @@ def run_core(log_init, log_trans, log_lik, mask, method):
         log_init, log_trans, log_lik, mask, method
     )
     posterior = hmm.smooth(log_init, log_trans, log_lik, mask, method)
+    # the likelihoods alone: the sequential form then skips the transitions' gradient
+    grad_lik_only = jax.grad(hmm.log_marginal, argnums=2)(
+        log_init, log_trans, log_lik, mask, method
+    )
     return dict(
         log_z=value,
         grad_init=grads[0],
         grad_trans=grads[1],
         grad_lik=grads[2],
+        grad_lik_only=grad_lik_only,
         smoothed_log_z=posterior.log_marginal,
         marginals=posterior.marginals,
         pairwise=posterior.pairwise,
@@ -166,6 +171,7 @@ def test_matches_brute_force(num_states, num_bins, stationary, method, seed, for
     assert_close(actual["smoothed_log_z"], expected["log_z"])
     for name in ("marginals", "pairwise", "grad_init", "grad_trans", "grad_lik"):
         assert_close(actual[name], expected[name], atol=2e-5)
+    assert_close(actual["grad_lik_only"], expected["grad_lik"], atol=2e-5)
     assert actual["pairwise"].shape == (num_bins - 1, num_states, num_states)
 
     # Viterbi: the path scores the maximum; it is *the* argmax unless masked bins make a tie.
@@ -333,7 +339,8 @@ def test_missing_bins_ignore_their_likelihood(method):
     clean = np.where(mask[:, None], log_lik, 0.0).astype(np.float32)
     actual = run_core(log_init, log_trans, garbage, mask, method)
     expected = run_core(log_init, log_trans, clean, np.ones_like(mask), method)
-    expected["grad_lik"] = np.where(mask[:, None], expected["grad_lik"], 0.0)
+    for name in ("grad_lik", "grad_lik_only"):
+        expected[name] = np.where(mask[:, None], expected[name], 0.0)
     for name, value in expected.items():
         assert_close(actual[name], value)
 
@@ -404,3 +411,41 @@ def test_transitions_below_the_floor_stay_possible():
     value, grads = jax.value_and_grad(hmm.log_marginal, argnums=(1, 2))(*args)
     assert exact < float(value) <= exact + 70.0 + 1e-3
     assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+
+
+@pytest.mark.parametrize("method", hmm.METHODS)
+def test_data_only_a_forbidden_state_explains_stay_possible(method):
+    # The state the likelihoods favour (by 100 to 500 nats) is one the chain can never reach,
+    # so every possible path runs through likelihoods far below the best one. A filter that
+    # rescales by the largest likelihood alone underflows every such term to 0 (dynamax 1.0.3's
+    # hmm_filter returns -0.69 here); the exact value is -602.
+    with np.errstate(divide="ignore"):
+        log_init = np.log([0.5, 0.5, 0.0])
+        log_trans = np.log([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    log_lik = np.array([[0.0, -200.0, 0.0], [-300.0, -500.0, 0.0], [-300.0, -400.0, 0.0]])
+    exact = brute_force(log_init, log_trans, log_lik, np.ones(3, bool))
+    post = hmm.smooth(
+        *(jnp.asarray(a, jnp.float32) for a in (log_init, log_trans, log_lik)), method=method
+    )
+    np.testing.assert_allclose(float(post.log_marginal), exact["log_z"], rtol=1e-6)
+    np.testing.assert_allclose(post.marginals, exact["marginals"], atol=1e-5)
+
+
+@pytest.mark.parametrize("stationary", [True, False])
+def test_second_derivatives_match_the_parallel_form(stationary):
+    # The sequential form's derivatives are written out (a custom JVP); forward mode and
+    # second derivatives must still work and agree with autodiff of the parallel form.
+    log_init, log_trans, log_lik, mask = (
+        jnp.asarray(x) for x in random_problem(3, 3, 6, stationary, 0.0)
+    )
+
+    def hessian(method):
+        def f(lik, trans):
+            return hmm.log_marginal(log_init, trans, lik, mask, method=method)
+
+        return jax.hessian(f, argnums=(0, 1))(log_lik, log_trans)
+
+    for seq, par in zip(
+        jax.tree.leaves(hessian("sequential")), jax.tree.leaves(hessian("parallel")), strict=True
+    ):
+        np.testing.assert_allclose(seq, par, atol=2e-5)
