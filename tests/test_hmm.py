@@ -431,19 +431,18 @@ def test_data_only_a_forbidden_state_explains_stay_possible(method):
     np.testing.assert_allclose(post.marginals, exact["marginals"], atol=1e-5)
 
 
-@pytest.mark.parametrize("stationary", [True, False])
-def test_second_derivatives_match_the_parallel_form(stationary):
+def test_second_derivatives_match_the_parallel_form():
     # The sequential form's derivatives are written out (a custom JVP); forward mode and
     # second derivatives must still work and agree with autodiff of the parallel form.
     log_init, log_trans, log_lik, mask = (
-        jnp.asarray(x) for x in random_problem(3, 3, 6, stationary, 0.0)
+        jnp.asarray(x) for x in random_problem(3, 2, 4, stationary=False, mask_rate=0.0)
     )
 
     def hessian(method):
         def f(lik, trans):
             return hmm.log_marginal(log_init, trans, lik, mask, method=method)
 
-        return jax.hessian(f, argnums=(0, 1))(log_lik, log_trans)
+        return jax.jit(jax.hessian(f, argnums=(0, 1)))(log_lik, log_trans)
 
     for seq, par in zip(
         jax.tree.leaves(hessian("sequential")), jax.tree.leaves(hessian("parallel")), strict=True
