@@ -35,25 +35,26 @@ parallel form is differentiated that way; the sequential form's derivative rule 
 forward-backward algorithm written out (:func:`_posterior_gradients`), which is as fast as
 dynamax's smoother where autodiff of the scan was up to 1.5x slower.
 
-Numerics: float32 throughout. Forward messages are rescaled by their (gradient-free) maximum
-at every step and the scales summed separately, so messages stay O(1) however long the
-sequence. The log-sum-exp here returns ``-inf`` with a zero gradient when all its terms are
-``-inf`` (an unreachable state, a forbidden transition), so no NaN reaches values or gradients.
+Numerics: float32 throughout. Forward messages are rescaled at every step (the parallel form by
+their maximum, the sequential one as below) and the scales summed separately, so messages
+stay O(1) however long the sequence. The log-sum-exp here returns ``-inf`` with a zero gradient
+when all its terms are ``-inf`` (an unreachable state, a forbidden transition), so no NaN
+reaches values or gradients.
 
 The sequential form carries the message as probabilities rescaled to a largest entry in
 ``[1, 2)`` and mixes it through the transitions with one matrix-vector product,
 ``logsumexp_i(alpha[i] + log_trans[i, j]) = c_j + log sum_i exp(alpha[i]) W[i, j]`` with
 ``W = exp(log_trans - c)`` and ``c_j`` the largest entry of column ``j``, instead of ``K^2``
-exponentials per step: the same value in exact arithmetic, 5-10x faster on a CPU and without
-``[K, K]`` residuals per step for the backward pass. The likelihoods are then weighed in with
-a rescaling read off the predicted probabilities' float32 exponents (:func:`_condition`), so a
-step costs ``K`` exponentials and no logarithm, yet keeps log-space range where it matters:
-the likely states may be ones the transitions made improbable. Every term that matters is
-representable: ``W``'s column maxima are 1 and the message's maximum is at least 1. A
-transition potential more than 80 below its column's maximum (a probability under ~1e-35) is
-raised to that floor, so that a product of such a weight and a message entry cannot underflow
-to zero and make a possible path impossible; ``-inf`` (a forbidden transition) stays exactly
-forbidden. A stationary ``[K, K]`` matrix is used as it is, never broadcast over time.
+exponentials per step: the same value in exact arithmetic and 5-10x faster on a CPU. The
+likelihoods are then weighed in with a rescaling read off the predicted probabilities' float32
+exponents (:func:`_condition`), so a step costs ``K`` exponentials and no logarithm, yet keeps
+log-space range where it matters: the likely states may be ones the transitions made
+improbable. Every term that matters is representable: ``W``'s column maxima are 1 and the
+message's maximum is at least 1. A transition potential more than 80 below its column's maximum
+(a probability under ~1e-35) is raised to that floor, so that a product of such a weight and a
+message entry cannot underflow to zero and make a possible path impossible; ``-inf`` (a
+forbidden transition) stays exactly forbidden. A stationary ``[K, K]`` matrix is used as it is,
+never broadcast over time.
 """
 
 from __future__ import annotations
@@ -220,13 +221,9 @@ def _sequential_log_z(log_init, weights, shifts, lik):
 
 @functools.partial(_sequential_log_z.defjvp, symbolic_zeros=True)
 def _sequential_log_z_jvp(primals, tangents):
-    transitions_vary = not isinstance(tangents[1], jax.custom_derivatives.SymbolicZero)
-    value, gradients = _posterior_gradients(*primals, with_weights=transitions_vary)
-    tangent = sum(
-        jnp.sum(g * t)
-        for g, t in zip(gradients, tangents, strict=True)
-        if not isinstance(t, jax.custom_derivatives.SymbolicZero)
-    )
+    varies = [not isinstance(t, jax.custom_derivatives.SymbolicZero) for t in tangents]
+    value, gradients = _posterior_gradients(*primals, with_weights=varies[1])
+    tangent = sum(jnp.sum(g * t) for g, t, v in zip(gradients, tangents, varies, strict=True) if v)
     return value, jnp.zeros_like(value) + tangent
 
 
