@@ -7,7 +7,11 @@ everything shared frozen) and score the 30-step forecast r^2 on the held-out rec
 trials (DESIGN.md "Metrics": the guide sees the first T - 30 bins of each test trial, the model
 rolls forward 30 bins, the predicted mean of y at the last bin is scored against the observed,
 noisy y). Writes ``table.md``, ``metrics.json`` and ``forecast.png``; prints the table and the
-wall time.
+wall time. ``metrics.json`` also holds every embedding model's q(e) means (``embeddings``: the
+training recordings', and each held-out recording's after adaptation on n_s trials) beside the
+generating parameters (``generating_parameters``), and ``embeddings.png`` plots meta-dssm's:
+whether a held-out recording's embedding lands among training recordings of similar dynamics
+is what few-shot forecasting hinges on.
 
 Besides the five configurations, each adapted from its multi-recording fit, the table has
 ``single-session-scratch``: a ``single-session`` model fitted on the held-out recording's n_s
@@ -106,20 +110,22 @@ def forecast30(config, params, sessions, seed):
 
 
 def held_out_scores(label, held, seed, fit_few):
-    """{n_s: {recording: r2}} over the held-out recordings and SHOTS. ``fit_few(train, n)``
-    returns (config, params, what it did, seconds) for a run that knows ``train``'s first n
-    trials."""
+    """({n_s: {recording: r2}}, {n_s: {recording: mean of q(e)}}) over the held-out recordings
+    and SHOTS (no embeddings for models without one). ``fit_few(train, n)`` returns (config,
+    params, what it did, seconds) for a run that knows ``train``'s first n trials."""
     scores = {str(n): {} for n in SHOTS}
+    embedded = {str(n): {} for n in SHOTS}
     for adapt_train, test in held:
         for n in SHOTS:
             config, params, what, seconds = fit_few(adapt_train, n)
             scores[str(n)][test.name] = forecast30(config, params, [test], seed)
+            embedded[str(n)].update(meta.embeddings(config, params, [test]))
             print(
                 f"  {label} {test.name} n_s={n}: r2={scores[str(n)][test.name]:.3f} "
                 f"({what} {seconds:.1f} s)",
                 flush=True,
             )
-    return scores
+    return scores, embedded
 
 
 def run_scratch(seed, args):
@@ -136,11 +142,12 @@ def run_scratch(seed, args):
         seconds.append(fit.seconds)
         return config, params, "fit", fit.seconds
 
-    scores = held_out_scores(SCRATCH, held, seed, fit_few)
+    scores, _ = held_out_scores(SCRATCH, held, seed, fit_few)
     return dict(
         model=SCRATCH,
         seed=seed,
         scores=scores,
+        embeddings=None,
         train_forecast=None,
         fit_seconds=round(sum(seconds), 1),
         final_loss=None,
@@ -170,10 +177,13 @@ def run_model(model, seed, args):
         )
         return cfg, prm, "adapt", result.seconds
 
+    scores, adapted = held_out_scores(model, held, seed, fit_few)
+    trained = meta.embeddings(config, params, [te for _, te in train])
     return dict(
         model=model,
         seed=seed,
-        scores=held_out_scores(model, held, seed, fit_few),
+        scores=scores,
+        embeddings=dict(train=trained, held_out=adapted) if trained else None,
         train_forecast=in_sample,
         fit_seconds=round(fit.seconds, 1),
         final_loss=float(fit.losses[-1]),
@@ -210,11 +220,13 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    oracle = {}
+    oracle, generating = {}, {}
     for seed in args.seeds:
-        _, held = recordings(seed, args.trials, args.test_trials, args.timesteps)
+        train, held = recordings(seed, args.trials, args.test_trials, args.timesteps)
         for tr, te in held:
             oracle[f"seed{seed}/{te.name}"] = float(oracle_r2(tr, te))
+        for _, te in train + held:
+            generating[f"seed{seed}/{te.name}"] = te.meta
     print("oracle (true latents and drift):", json.dumps(oracle), flush=True)
 
     jobs = [(m, seed) for seed in args.seeds for m in args.models]
@@ -227,7 +239,10 @@ def main(argv=None):
 
     raw = {m: {str(n): {} for n in SHOTS} for m in args.models}
     train_forecast = {m: [] for m in args.models}
+    embeddings = {}  # model -> seed -> {"train": {name: e}, "held_out": {n_s: {name: e}}}
     for r in runs:
+        if r["embeddings"]:
+            embeddings.setdefault(r["model"], {})[f"seed{r['seed']}"] = r["embeddings"]
         for n, per in r["scores"].items():
             raw[r["model"]][n].update({f"seed{r['seed']}/{k}": v for k, v in per.items()})
         if r["train_forecast"] is not None:
@@ -272,6 +287,8 @@ def main(argv=None):
                 train_forecast=train_forecast,
                 fits=fits,
                 floors=floors,
+                embeddings=embeddings,
+                generating_parameters=generating,
                 settings=settings,
                 simulation=SIMULATION,
                 wall_seconds=wall,
@@ -281,6 +298,8 @@ def main(argv=None):
         + "\n"
     )
     plot(table, out / "forecast.png")
+    if "meta-dssm" in embeddings:
+        plot_embeddings(embeddings["meta-dssm"], generating, out / "embeddings.png")
     print(md)
     print(f"wall time {wall} s")
 
@@ -306,6 +325,38 @@ def plot(table, path):
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_embeddings(per_seed, generating, path):
+    """meta-dssm's embeddings (first two coordinates), one panel per seed: training recordings
+    coloured by their generating parameter (Duffing's b: circles; Hopf's mu: squares), and the
+    held-out recordings' embeddings after adaptation on n_s trials (stars, labelled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(per_seed), figsize=(6 * len(per_seed), 5.5), squeeze=False)
+    styles = (("duffing", "o", "coolwarm", "b", "right"), ("hopf", "s", "viridis", "mu", "bottom"))
+    for ax, (seed, emb) in zip(axes[0], per_seed.items(), strict=True):
+        for system, marker, cmap, key, where in styles:
+            names = [k for k in emb["train"] if generating[f"{seed}/{k}"]["system"] == system]
+            if not names:
+                continue
+            e = np.array([emb["train"][k] for k in names])
+            v = [generating[f"{seed}/{k}"][key] for k in names]
+            sc = ax.scatter(e[:, 0], e[:, -1], c=v, cmap=cmap, marker=marker, s=30)
+            fig.colorbar(sc, ax=ax, location=where, label=f"{system} {key} (training)", shrink=0.8)
+        for n, per in emb["held_out"].items():
+            for name, e in per.items():
+                g = generating[f"{seed}/{name}"]
+                label = f"b={g['b']:.2f}" if g["system"] == "duffing" else f"mu={g['mu']:.2f}"
+                ax.scatter(e[0], e[-1], marker="*", s=120, c="k")
+                ax.annotate(f" {label}, n_s={n}", (e[0], e[-1]), fontsize=6)
+        ax.set(title=f"meta-dssm embeddings, {seed} (stars: held out)", xlabel="e[0]")
+        ax.set_ylabel("e[-1]")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -211,3 +211,12 @@ def test_bifurcations_case_study_quick(tmp_path):
     }
     assert all(len(v) == 3 for v in metrics["raw"]["single-session-scratch"].values())
     assert (tmp_path / "table.md").exists()
+    # meta-dssm's embeddings: 31 training recordings, 3 held-out ones at each n_s
+    emb = metrics["embeddings"]["meta-dssm"]["seed0"]
+    assert len(emb["train"]) == 31
+    assert all(len(per) == 3 for per in emb["held_out"].values())
+    assert set(metrics["embeddings"]) == {"meta-dssm"}  # the others have no embedding
+    assert set(metrics["generating_parameters"]) == {f"seed0/{k}" for k in emb["train"]} | {
+        f"seed0/{k}" for k in emb["held_out"]["1"]
+    }
+    assert (tmp_path / "embeddings.png").exists()
