@@ -11,7 +11,10 @@ wall time. ``metrics.json`` also holds every embedding model's q(e) means (``emb
 training recordings', and each held-out recording's after adaptation on n_s trials) beside the
 generating parameters (``generating_parameters``), and ``embeddings.png`` plots meta-dssm's:
 whether a held-out recording's embedding lands among training recordings of similar dynamics
-is what few-shot forecasting hinges on.
+is what few-shot forecasting hinges on. ``train_forecast_per_recording`` (each configuration's
+forecast r^2 on every training recording's test trials) beside ``oracle_train`` (the same
+ceiling as ``oracle``, for the training recordings) shows which dynamics the shared fit has
+not learned before any few-shot step.
 
 Besides the five configurations, each adapted from its multi-recording fit, the table has
 ``single-session-scratch``: a ``single-session`` model fitted on the held-out recording's n_s
@@ -149,6 +152,7 @@ def run_scratch(seed, args):
         scores=scores,
         embeddings=None,
         train_forecast=None,
+        train_forecast_per_recording=None,
         fit_seconds=round(sum(seconds), 1),
         final_loss=None,
     )
@@ -164,7 +168,10 @@ def run_model(model, seed, args):
     options = dict(steps=args.steps, seed=seed, batch_size=16)
     config = meta.make_config(model, fit_sessions, options=options)
     params, fit = meta.fit(config, fit_sessions, progress=False)
-    in_sample = forecast30(config, params, [te for _, te in train], seed)
+    tests = [te for _, te in train]
+    r2 = meta.forecast_r2(config, params, tests, horizons=(HORIZON,), num_samples=8, seed=seed)
+    in_sample = r2["forecast_r2"][str(HORIZON)]
+    per_recording = {name: v[str(HORIZON)] for name, v in r2["per_recording"].items()}
     print(
         f"seed {seed} {model}: fitted in {fit.seconds:.0f} s, final loss {fit.losses[-1]:.4g}, "
         f"forecast r2 on training recordings {in_sample:.3f}",
@@ -178,13 +185,14 @@ def run_model(model, seed, args):
         return cfg, prm, "adapt", result.seconds
 
     scores, adapted = held_out_scores(model, held, seed, fit_few)
-    trained = meta.embeddings(config, params, [te for _, te in train])
+    trained = meta.embeddings(config, params, tests)
     return dict(
         model=model,
         seed=seed,
         scores=scores,
         embeddings=dict(train=trained, held_out=adapted) if trained else None,
         train_forecast=in_sample,
+        train_forecast_per_recording=per_recording,
         fit_seconds=round(fit.seconds, 1),
         final_loss=float(fit.losses[-1]),
     )
@@ -220,11 +228,13 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    oracle, generating = {}, {}
+    oracle, oracle_train, generating = {}, {}, {}
     for seed in args.seeds:
         train, held = recordings(seed, args.trials, args.test_trials, args.timesteps)
         for tr, te in held:
             oracle[f"seed{seed}/{te.name}"] = float(oracle_r2(tr, te))
+        for tr, te in train:
+            oracle_train[f"seed{seed}/{te.name}"] = float(oracle_r2(tr, te))
         for _, te in train + held:
             generating[f"seed{seed}/{te.name}"] = te.meta
     print("oracle (true latents and drift):", json.dumps(oracle), flush=True)
@@ -239,6 +249,7 @@ def main(argv=None):
 
     raw = {m: {str(n): {} for n in SHOTS} for m in args.models}
     train_forecast = {m: [] for m in args.models}
+    train_per_recording = {}  # model -> {seed/name: r2 on the training recording's test trials}
     embeddings = {}  # model -> seed -> {"train": {name: e}, "held_out": {n_s: {name: e}}}
     for r in runs:
         if r["embeddings"]:
@@ -247,6 +258,9 @@ def main(argv=None):
             raw[r["model"]][n].update({f"seed{r['seed']}/{k}": v for k, v in per.items()})
         if r["train_forecast"] is not None:
             train_forecast[r["model"]].append(r["train_forecast"])
+            train_per_recording.setdefault(r["model"], {}).update(
+                {f"seed{r['seed']}/{k}": v for k, v in r["train_forecast_per_recording"].items()}
+            )
     table = {m: {n: summarize(list(v.values())) for n, v in per.items()} for m, per in raw.items()}
     table["oracle"] = {str(n): summarize(list(oracle.values())) for n in SHOTS}
     floors = {}
@@ -285,6 +299,8 @@ def main(argv=None):
                 raw=raw,
                 oracle=oracle,
                 train_forecast=train_forecast,
+                train_forecast_per_recording=train_per_recording,
+                oracle_train=oracle_train,
                 fits=fits,
                 floors=floors,
                 embeddings=embeddings,

@@ -220,3 +220,12 @@ def test_bifurcations_case_study_quick(tmp_path):
         f"seed0/{k}" for k in emb["held_out"]["1"]
     }
     assert (tmp_path / "embeddings.png").exists()
+    # per-recording forecasts on the training recordings, beside their oracle ceilings
+    per = metrics["train_forecast_per_recording"]
+    assert set(per) == {"meta-dssm", "shared-dynamics"}  # the scratch fit has no training set
+    assert (
+        set(per["meta-dssm"])
+        == set(metrics["oracle_train"])
+        == {f"seed0/{k}" for k in emb["train"]}
+    )
+    assert all(np.isfinite(v) and v <= 1 for v in metrics["oracle_train"].values())
