@@ -104,7 +104,7 @@ def test_hmm_log_marginal_matches_brute_force(likelihood):
     with handlers.trace() as tr, handlers.seed(rng_seed=0):
         with handlers.substitute(data={**fitted.params, **values}):
             fitted.model(batch, num_trials=2)
-    got = np.asarray(tr["y"]["fn"].log_prob(None))
+    got = np.asarray(tr["y"]["fn"].log_prob(tr["y"]["value"]))  # a factor: Unit distribution
     from neurodyn.models.switching import hmm_log_lik
 
     lik = np.asarray(hmm_log_lik(fitted.spec, fitted.g, batch["y"], batch["mask"]), np.float64)
