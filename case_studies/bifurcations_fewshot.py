@@ -59,7 +59,10 @@ this study's own seed-0 and seed-1 fits, and not adopted:
   over the 12 held-out cells of both seeds at n_s = 8 and 16 the mean drops from 0.686 to 0.647;
 - fewer adaptation steps at n_s = 1, judged on 22 training recordings adapted to as if new
   (1 / 50 / 100 / 300 steps): mean forecast r^2 0.06 / 0.09 / 0.09 / -0.03 but median
-  0.33 / 0.40 / 0.43 / 0.45: one trial leaves the read-in undetermined either way.
+  0.33 / 0.40 / 0.43 / 0.45; keeping the read-in at its transfer start (only the readout
+  fitted) on the same 22: mean 0.04 against -0.03 and median 0.47 against 0.45, but worse on
+  seed 0 (mean 0.01 against 0.17) and better on seed 1 (0.08 against -0.24). One trial leaves
+  the read-in undetermined either way.
 
     python case_studies/bifurcations_fewshot.py --out out/bifurcations [--quick] [--jobs 2]
 
