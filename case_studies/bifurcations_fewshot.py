@@ -129,10 +129,14 @@ def oracle_r2(train, test, horizon=HORIZON):
     return 1 - sse / sst
 
 
-def forecast30(config, params, sessions, seed):
-    """The table's metric: 30-step forecast r^2 of a run on ``sessions``."""
+def forecast30(config, params, sessions, seed, *, per_recording=False):
+    """The table's metric: 30-step forecast r^2 of a run on ``sessions`` (pooled; with
+    ``per_recording``, also {recording name: r^2})."""
     r2 = meta.forecast_r2(config, params, sessions, horizons=(HORIZON,), num_samples=8, seed=seed)
-    return r2["forecast_r2"][str(HORIZON)]
+    pooled = r2["forecast_r2"][str(HORIZON)]
+    if not per_recording:
+        return pooled
+    return pooled, {name: v[str(HORIZON)] for name, v in r2["per_recording"].items()}
 
 
 def held_out_scores(label, held, seed, fit_few):
@@ -192,9 +196,7 @@ def run_model(model, seed, args):
     config = meta.make_config(model, fit_sessions, options=options)
     params, fit = meta.fit(config, fit_sessions, progress=False)
     tests = [te for _, te in train]
-    r2 = meta.forecast_r2(config, params, tests, horizons=(HORIZON,), num_samples=8, seed=seed)
-    in_sample = r2["forecast_r2"][str(HORIZON)]
-    per_recording = {name: v[str(HORIZON)] for name, v in r2["per_recording"].items()}
+    in_sample, per_recording = forecast30(config, params, tests, seed, per_recording=True)
     print(
         f"seed {seed} {model}: fitted in {fit.seconds:.0f} s, final loss {fit.losses[-1]:.4g}, "
         f"forecast r2 on training recordings {in_sample:.3f}",
