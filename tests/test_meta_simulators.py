@@ -73,3 +73,26 @@ def test_rollout_true_reproduces_noise_free_latents(fn):
     z = rollout_true(s.meta, s.latents[:, 9], 6, s.dt)
     assert z.shape == (3, 6, 2)
     np.testing.assert_allclose(z, s.latents[:, 10:16], atol=1e-4)  # latents stored as float32
+
+
+def test_rollout_true_mean_follows_the_drift_of_a_linear_system():
+    # For a linear SDE, E[z_{t+k} | z_t] is the noise-free path: the Monte Carlo mean of the
+    # noisy paths must match it within its standard error.
+    meta = dict(system="duffing", a=-0.1, b=1.0, c=0.0)  # c = 0: a damped linear oscillator
+    z0 = np.array([[1.0, 0.0], [-0.5, 1.5]])
+    exact = rollout_true(meta, z0, 20, 0.1)
+    mean = rollout_true(meta, z0, 20, 0.1, process_noise=0.3, num_samples=4000)
+    assert mean.shape == exact.shape == (2, 20, 2)
+    # the spread of a path after 2 time units is at most 0.3 * sqrt(2); 4000 samples: s.e. 0.007
+    np.testing.assert_allclose(mean, exact, atol=0.035)
+
+
+def test_rollout_true_mean_shrinks_a_noisy_limit_cycle():
+    # On a limit cycle the phase diffuses, so the mean of the noisy paths falls inside the
+    # cycle, where the noise-free path stays on it.
+    meta = dict(system="hopf", mu=1.0, omega=1.0)
+    z0 = np.array([[1.0, 0.0]])
+    exact = rollout_true(meta, z0, 100, 0.1)
+    mean = rollout_true(meta, z0, 100, 0.1, process_noise=0.5, num_samples=2000)
+    assert abs(np.linalg.norm(exact[0, -1]) - 1.0) < 0.01
+    assert np.linalg.norm(mean[0, -1]) < 0.95

@@ -62,11 +62,34 @@ def drift_of(meta: dict):
     raise ValueError(f"no drift for system {meta.get('system')!r}")
 
 
-def rollout_true(meta: dict, z0, steps: int, dt: float, substeps: int = 5):
-    """Noise-free RK4 roll-forward of the generating drift: z0 (K, 2) -> (K, steps, 2), the
-    latents 1..steps bins after z0 (for the oracle ceiling of a forecast metric)."""
-    rng = np.random.default_rng(0)  # unused: noise 0
-    return _integrate(drift_of(meta), z0, steps + 1, dt, 0.0, rng, substeps, "rk4")[:, 1:]
+def rollout_true(
+    meta: dict,
+    z0,
+    steps: int,
+    dt: float,
+    substeps: int = 5,
+    *,
+    process_noise: float = 0.0,
+    num_samples: int = 256,
+    seed: int = 0,
+):
+    """Roll the generating dynamics forward from z0 (K, 2): -> (K, steps, 2), the latents
+    1..steps bins after z0 (for the oracle ceiling of a forecast metric).
+
+    With ``process_noise = 0`` (default) the noise-free RK4 path of the drift. With the
+    simulation's ``process_noise``, the mean over ``num_samples`` noisy paths (the simulator's
+    own integrator): a Monte Carlo estimate of E[z_{t+k} | z_t], the forecast that minimizes the
+    expected squared error given the true state. For nonlinear dynamics it differs from the
+    noise-free path (a diffusing phase pulls the mean inwards).
+    """
+    z0 = np.asarray(z0, np.float64)
+    if process_noise == 0.0:
+        rng = np.random.default_rng(0)  # unused: noise 0
+        return _integrate(drift_of(meta), z0, steps + 1, dt, 0.0, rng, substeps, "rk4")[:, 1:]
+    rng = np.random.default_rng(seed)
+    starts = np.repeat(z0, num_samples, axis=0)
+    paths = _integrate(drift_of(meta), starts, steps + 1, dt, process_noise, rng, substeps, "rk4")
+    return paths[:, 1:].reshape(len(z0), num_samples, steps, -1).mean(1)
 
 
 def _observe(z, rng, likelihood, neurons, obs_noise, name, meta, dt) -> Session:
