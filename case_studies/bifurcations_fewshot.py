@@ -43,11 +43,14 @@ fixed point by the forecast window, and even the oracle scores 0.1-0.4 (see the 
 
 The paper uses T = 300, 128 training and 64 test trials per recording; the defaults here are
 smaller (``--timesteps``, ``--trials``) so that the five configurations fit in 30 minutes on 2
-CPU cores. Say which settings produced a reported number (``metrics.json`` records them).
+CPU cores (20-24 minutes per seed in earlier runs, but about 60 on the slower 2-core AMD EPYC
+machine of 2026-12-03). Say which settings produced a reported number (``metrics.json``
+records them).
 The shorter trials do not lower the ceiling: the held-out ``oracle`` is 0.778 / 0.773 (seeds
 0 / 1) with the defaults and 0.704 / 0.714 with T = 300 and 128 + 64 trials (the noise-free
 path of the drift in place of the mean of noisy paths: 0.770 / 0.765 and 0.701 / 0.704), so
-the paper's 0.78 is at the ceiling and its 0.87 above it at either length.
+the paper's 0.78 is at the ceiling with the defaults and above it at T = 300, and its 0.87
+above it at either length.
 
 What was tried against the shortfall (the held-out double well of seed 0, and n_s = 1), on
 this study's own seed-0 and seed-1 fits, and not adopted:
