@@ -125,16 +125,15 @@ def oracle_r2(train, test, horizon=HORIZON):
     latent at bin T0 - 1] ``horizon`` bins on, the mean of 256 paths of the generating SDE
     (drift and process noise): given the true state, the forecast of least expected squared
     error, since the bins the guide sees add nothing to it (Markov). No model can beat it in
-    expectation; the noise-free path of the drift scores 0.003-0.011 lower on the held-out
-    recordings.
+    expectation; the noise-free path of the drift scores 0.001-0.019 lower on the held-out
+    recordings (seeds 0 and 1, T = 100 and 300).
     """
     z, y = train.latents.reshape(-1, 2), train.y.reshape(-1, train.num_neurons)
     W = np.linalg.lstsq(np.c_[z, np.ones(len(z))], y, rcond=None)[0]  # (3, N)
     T0 = test.num_timesteps - horizon
     noise = SIMULATION[test.meta["system"]]["process_noise"]
-    z_end = rollout_true(test.meta, test.latents[:, T0 - 1], horizon, test.dt, process_noise=noise)[
-        :, -1
-    ]
+    z0 = test.latents[:, T0 - 1]
+    z_end = rollout_true(test.meta, z0, horizon, test.dt, process_noise=noise)[:, -1]
     pred = np.c_[z_end, np.ones(len(z_end))] @ W  # (R, N)
     t = T0 - 1 + horizon
     sse, sst = meta._sums(test.y[:, t : t + 1], pred[:, None], test.mask[:, t : t + 1])
