@@ -431,6 +431,23 @@ def test_data_only_a_forbidden_state_explains_stay_possible(method):
     np.testing.assert_allclose(post.marginals, exact["marginals"], atol=1e-5)
 
 
+def test_parallel_form_is_exact_past_the_sequential_range():
+    # The documented range limit of the sequential form: bin 1 favours state 1 by 176 nats,
+    # but state 1 is a dead end, so every possible path starts in state 0, whose message
+    # entry is below float32's range next to state 1's. The log-space parallel form keeps it.
+    with np.errstate(divide="ignore"):
+        log_init = np.log([0.05, 0.95])
+        log_trans = np.log([[1.0, 0.0], [0.0, 0.0]])
+    log_lik = np.array([[-95.0, 78.5], [91.5, -62.3], [10.0, -5.0]])
+    exact = brute_force(log_init, log_trans, log_lik, np.ones(3, bool))
+    post = hmm.smooth(
+        *(jnp.asarray(a, jnp.float32) for a in (log_init, log_trans, log_lik)), method="parallel"
+    )
+    # float32 sums of potentials of ~100 nats: absolute error ~ 100 * 2^-23 per term
+    np.testing.assert_allclose(float(post.log_marginal), exact["log_z"], atol=1e-4)
+    np.testing.assert_allclose(post.marginals, exact["marginals"], atol=1e-5)
+
+
 def test_second_derivatives_match_the_parallel_form():
     # The sequential form's derivatives are written out (a custom JVP); forward mode and
     # second derivatives must still work and agree with autodiff of the parallel form.
