@@ -15,7 +15,8 @@ forward-backward) for
 
 Before timing a row, the three are checked to agree (max abs difference of the log marginals
 and of the smoothed marginals). Compile time (lowering + XLA compile) is reported apart from the
-steady-state time, the median of several runs after a warm-up run.
+steady-state time, the median of several runs after a warm-up run (at least ``--repeats``, and
+for short calls as many as fill about 0.25 s, at most 200).
 
 Cells that would not fit are skipped with a printed reason, never run: a lower bound of the
 memory a method needs is checked against ``--memory-budget-gb`` before compiling, and the
@@ -47,6 +48,8 @@ from neurodyn.inference import hmm
 TASKS = ("value", "value+grad")
 METHODS = ("seq", "par", "dynamax")
 BYTES = 4  # float32
+SHORT_CALLS_S = 0.25  # short calls are repeated to fill about this many seconds ...
+MAX_REPEATS = 200  # ... up to this many times
 
 
 def machine() -> dict:
@@ -183,8 +186,11 @@ def time_one(fn, args, repeats: int, budget_bytes: float, max_call_s: float) -> 
     out = jax.block_until_ready(compiled(*args))  # warm-up
     first_s = time.perf_counter() - start
     runs = []
-    # Long calls: fewer repeats, so that the whole suite stays within its time budget.
+    # Long calls: fewer repeats, so that the whole suite stays within its time budget. Short
+    # ones (T = 100 takes 0.03-1 ms): enough repeats to fill about 0.25 s, since the median
+    # of five sub-millisecond calls moves by tens of percent between runs.
     count = repeats if first_s < 0.2 * max_call_s else min(repeats, 2)
+    count = max(count, min(MAX_REPEATS, int(SHORT_CALLS_S / max(first_s, 1e-6))))
     for _ in range(count):
         start = time.perf_counter()
         jax.block_until_ready(compiled(*args))
@@ -377,7 +383,8 @@ def main(argv=None):
     print(machine_line(info), flush=True)
     print(
         f"# B = {args.batch} sequences, median of {args.repeats} runs (2 for calls > "
-        f"{0.2 * args.max_call_s:.0f} s), memory budget {args.memory_budget_gb} GiB",
+        f"{0.2 * args.max_call_s:.0f} s; up to {MAX_REPEATS} for calls filling "
+        f"{SHORT_CALLS_S} s), memory budget {args.memory_budget_gb} GiB",
         flush=True,
     )
     print(HEADER, flush=True)
