@@ -60,7 +60,7 @@ Range limit of the sequential form: a message entry more than about 87 nats (flo
 below the message's largest is dropped to 0. With every transition finite this costs at most
 a relative ``e^-7`` of a predicted probability per step (the kept state reaches every state
 with a weight of at least ``e^-80``), and ``e^-67`` when the transitions lie within 20 nats of
-their column's maximum, as softmax transitions do. With forbidden (``-inf``) transitions it can
+their column's maximum. With forbidden (``-inf``) transitions it can
 drop the only paths that the later data allow: in a left-to-right chain whose first bins favour
 a late state by over 87 nats yet whose later bins need an early one, ``log Z`` comes out wrong
 or ``-inf``. ``method="parallel"`` works in log space throughout and is exact there. Against
@@ -292,15 +292,14 @@ def _posterior_gradients(log_init, weights, shifts, lik, with_weights=True):
         units, inverses = jnp.zeros((0, num_states), lik.dtype), jnp.zeros((0,), lik.dtype)
     else:
         belief_last = jnp.full(num_states, inverse_last, lik.dtype)
-        _, (earlier, extra) = lax.scan(step, belief_last, jnp.arange(1, num_bins), reverse=True)
-        gamma = jnp.concatenate([earlier, gamma_last[None]])  # [T, K] smoothed marginals
+        steps = jnp.arange(1, num_bins)
+        _, (gamma_before, extra) = lax.scan(step, belief_last, steps, reverse=True)
+        gamma = jnp.concatenate([gamma_before, gamma_last[None]])  # [T, K] smoothed marginals
         units, inverses = extra if with_weights else (None, None)
-    if not with_weights:
-        d_weights = None
-    elif stationary:
-        d_weights = (messages * inverses[:, None]).T @ units
-    else:
-        d_weights = (messages * inverses[:, None])[:, :, None] * units[:, None, :]
+    d_weights = None
+    if with_weights:
+        before = messages * inverses[:, None]  # p_{t-1} / n_{t-1}, [T-1, K]
+        d_weights = before.T @ units if stationary else before[:, :, None] * units[:, None, :]
     d_shifts = jnp.sum(gamma[1:], axis=0) if stationary else gamma[1:]
     return value, (gamma[0], d_weights, d_shifts, gamma)
 
