@@ -27,6 +27,9 @@ skipped.
     python benchmarks/bench_hmm.py            # T in {100, 1000, 10000, 100000}, K in {2, 8, 32}
     python benchmarks/bench_hmm.py --quick    # T in {100, 1000}, K in {2, 8}, a minute or two
     python benchmarks/bench_hmm.py --out results.json
+    python benchmarks/bench_hmm.py --device   # accelerator preset: K = 8, T up to 100000, the
+                                              # memory budget read off the device (see
+                                              # ``benchmarks/gpu.sh``); with --quick, tiny sizes
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def machine() -> dict:
         ram_gib=round(ram_gb, 1),
         jax=jax.__version__,
         backend=jax.default_backend(),
-        devices=[str(d) for d in jax.devices()],
+        devices=[f"{d} ({d.device_kind})" for d in jax.devices()],
         python=platform.python_version(),
         load_average=os.getloadavg(),
     )
@@ -82,9 +85,20 @@ def machine_line(info: dict | None = None) -> str:
     info = info or machine()
     return (
         f"# machine: nproc {info['nproc']}, {info['cpu']}, {info['ram_gib']} GiB RAM, "
-        f"JAX {info['jax']} ({info['backend']}), Python {info['python']}, "
+        f"JAX {info['jax']} ({info['backend']}: {', '.join(info['devices'])}), "
+        f"Python {info['python']}, "
         f"load average {info['load_average'][0]:.2f} (shared machine)"
     )
+
+
+def device_memory_gb(default: float) -> float:
+    """90% of the first device's memory limit as JAX reports it (accelerators), else
+    ``default`` (the CPU backend reports none)."""
+    try:
+        limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        limit = None
+    return 0.9 * limit / 2**30 if limit else default
 
 
 def dynamax_or_reason():
@@ -233,8 +247,12 @@ def run(
     max_call_s: float = 60.0,
     verbose: bool = True,
     tasks=TASKS,
+    deadline: float | None = None,
 ) -> list[dict]:
-    """Time every (T, K, task) cell; returns one row per cell (see :func:`format_row`)."""
+    """Time every (T, K, task) cell; returns one row per cell (see :func:`format_row`).
+
+    ``deadline``: a ``time.perf_counter()`` value after which no further method is started
+    (its cells are skipped with that reason); the first cell always runs."""
     dynamax_hmm, reason = (None, None)
     if "dynamax" in methods:
         dynamax_hmm, reason = dynamax_or_reason()
@@ -258,7 +276,9 @@ def run(
                     predicted = None
                     if prev is not None and prev[1] is not None:
                         predicted = prev[1] * num_bins / prev[0]
-                    if need > budget:
+                    if deadline is not None and results and time.perf_counter() > deadline:
+                        row[method] = dict(skipped="the run's time budget was spent")
+                    elif need > budget:
                         row[method] = dict(
                             skipped=f"needs >= {need / 2**30:.1f} GiB > budget {budget_gb:.1f} GiB"
                         )
@@ -364,21 +384,42 @@ def main(argv=None):
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="T in {100, 1000}, K in {2, 8}")
+    parser.add_argument(
+        "--device",
+        action="store_true",
+        help="accelerator preset: T in {100, 1000, 10000, 100000}, K = 8, 3 repeats, calls "
+        "predicted over 10 s skipped, memory budget 90%% of the device's (with --quick: T = 16, "
+        "K = 2, 4 sequences, for a check on CPU)",
+    )
     parser.add_argument("--out", help="write the results as JSON to this path")
-    parser.add_argument("--batch", type=int, default=64, help="sequences per call (vmap)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs after warm-up")
+    parser.add_argument("--batch", type=int, help="sequences per call (vmap; default 64)")
+    parser.add_argument("--repeats", type=int, help="timed runs after warm-up (default 5)")
     parser.add_argument("--lengths", type=int, nargs="+", help="override T")
     parser.add_argument("--states", type=int, nargs="+", help="override K")
     parser.add_argument(
-        "--memory-budget-gb", type=float, default=6.0, help="skip cells needing more memory"
+        "--memory-budget-gb", type=float, help="skip cells needing more memory (default 6)"
     )
     parser.add_argument(
-        "--max-call-s", type=float, default=30.0, help="skip cells predicted to run longer"
+        "--max-call-s", type=float, help="skip cells predicted to run longer (default 30)"
+    )
+    parser.add_argument(
+        "--budget-s", type=float, help="start no cell after this many seconds (default: none)"
     )
     args = parser.parse_args(argv)
 
-    lengths = args.lengths or ((100, 1000) if args.quick else (100, 1000, 10000, 100000))
-    states = args.states or ((2, 8) if args.quick else (2, 8, 32))
+    start = time.perf_counter()
+    if args.device:
+        lengths, states = ((16,), (2,)) if args.quick else ((100, 1000, 10000, 100000), (8,))
+        batch, repeats, max_call_s = (4, 1, 10.0) if args.quick else (64, 3, 10.0)
+        budget_gb = device_memory_gb(6.0)
+    else:
+        lengths = (100, 1000) if args.quick else (100, 1000, 10000, 100000)
+        states = (2, 8) if args.quick else (2, 8, 32)
+        batch, repeats, max_call_s, budget_gb = 64, 5, 30.0, 6.0
+    lengths, states = args.lengths or lengths, args.states or states
+    args.batch, args.repeats = args.batch or batch, args.repeats or repeats
+    args.max_call_s = args.max_call_s or max_call_s
+    args.memory_budget_gb = args.memory_budget_gb or budget_gb
     info = machine()
     print(machine_line(info), flush=True)
     print(
@@ -395,6 +436,7 @@ def main(argv=None):
         args.repeats,
         budget_gb=args.memory_budget_gb,
         max_call_s=args.max_call_s,
+        deadline=None if args.budget_s is None else start + args.budget_s,
     )
     s = summary(results)
     if "seq/dynamax" in s:
@@ -419,7 +461,19 @@ def main(argv=None):
     if args.out:
         with open(args.out, "w") as f:
             info["load_average_after"] = os.getloadavg()
-            json.dump(dict(machine=info, batch=args.batch, results=results, summary=s), f, indent=2)
+            json.dump(
+                dict(
+                    machine=info,
+                    preset="device" if args.device else ("quick" if args.quick else "full"),
+                    batch=args.batch,
+                    memory_budget_gb=args.memory_budget_gb,
+                    results=results,
+                    summary=s,
+                    seconds=time.perf_counter() - start,
+                ),
+                f,
+                indent=2,
+            )
     return results
 
 

@@ -9,6 +9,8 @@ that load on a shared machine hits every M alike. The CPU time (user + system, a
 step is reported too, being less sensitive to other jobs than the wall time.
 
     python benchmarks/bench_meta.py [--quick] [--sizes 5 20 100 500] [--steps 5] [--rounds 3]
+    python benchmarks/bench_meta.py --device   # accelerator preset: M in 5 500 (see
+                                               # benchmarks/gpu.sh); with --quick, tiny sizes
 """
 
 from __future__ import annotations
@@ -68,13 +70,22 @@ def scaling(rows: list[dict], key: str = "step_s") -> dict:
     return dict(slope=slope, per_recording_ratio=(b[key] / b["M"]) / (a[key] / a["M"]))
 
 
-def run(sizes, trials=16, T=100, batch=8, steps=5, rounds=3, verbose=True) -> list[dict]:
-    """Compile a step for each M, then time them in alternating rounds; one row per M."""
+def run(
+    sizes, trials=16, T=100, batch=8, steps=5, rounds=3, verbose=True, deadline=None
+) -> list[dict]:
+    """Compile a step for each M, then time them in alternating rounds; one row per M.
+    ``deadline``: a ``time.perf_counter()`` value after which no further M is set up (the
+    values of M not reached are left out, with a printed line)."""
     steps_of = {}
     for M in sizes:
+        if deadline is not None and time.perf_counter() > deadline and steps_of:
+            if verbose:
+                print(f"# M = {M} skipped: the time budget was spent", flush=True)
+            continue
         steps_of[M] = list(compiled_step(M, trials=trials, T=T, batch=batch))
         if verbose:
             print(f"# compiled M = {M} in {steps_of[M][2]:.1f} s", flush=True)
+    sizes = list(steps_of)
     wall = {M: [] for M in sizes}
     cpu = {M: [] for M in sizes}
     for r in range(rounds):
@@ -111,35 +122,65 @@ def run(sizes, trials=16, T=100, batch=8, steps=5, rounds=3, verbose=True) -> li
 
 def main(argv=None):
     """Command line: see the module docstring."""
-    from bench_hmm import machine_line
+    from bench_hmm import machine, machine_line
 
+    start = time.perf_counter()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", help="recordings M (default 5 20 100 500)")
     p.add_argument("--quick", action="store_true", help="M in 5 20 100 only")
+    p.add_argument(
+        "--device",
+        action="store_true",
+        help="M in 5 500 (with --quick: M = 2, 4 trials x 20 bins, 2 trials per step)",
+    )
     p.add_argument("--steps", type=int, default=5, help="steps per round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds")
-    p.add_argument("--trials", type=int, default=16)
-    p.add_argument("--timesteps", type=int, default=100)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--trials", type=int, help="trials per recording (default 16)")
+    p.add_argument("--timesteps", type=int, help="bins per trial (default 100)")
+    p.add_argument("--batch", type=int, help="trials per recording per step (default 8)")
+    p.add_argument("--budget-s", type=float, help="set up no further M after this many seconds")
     p.add_argument("--out", help="write the results as JSON to this path")
     args = p.parse_args(argv)
-    args.sizes = args.sizes or ([5, 20, 100] if args.quick else [5, 20, 100, 500])
-    print(machine_line(), flush=True)
+    if args.device and args.quick:
+        sizes, trials, timesteps, batch = [2], 4, 20, 2
+        args.steps, args.rounds = 1, 1
+    else:
+        sizes = [5, 500] if args.device else [5, 20, 100] if args.quick else [5, 20, 100, 500]
+        trials, timesteps, batch = 16, 100, 8
+    args.sizes = args.sizes or sizes
+    args.trials, args.timesteps = args.trials or trials, args.timesteps or timesteps
+    args.batch = args.batch or batch
+    info = machine()
+    print(machine_line(info), flush=True)
     print(
         f"# meta-dssm, T={args.timesteps}, {args.batch} trials/recording/step, N in [20, 100], "
         f"{args.rounds} alternating rounds of {args.steps} steps, median round"
     )
-    rows = run(args.sizes, args.trials, args.timesteps, args.batch, args.steps, args.rounds)
-    s = scaling(rows)
-    s_cpu = scaling(rows, "cpu_s")
-    print(
-        f"# M {rows[0]['M']} -> {rows[-1]['M']}: log-log slope {s['slope']:.2f} (wall), "
-        f"{s_cpu['slope']:.2f} (CPU); per-recording time ratio {s['per_recording_ratio']:.2f} "
-        f"(wall), {s_cpu['per_recording_ratio']:.2f} (CPU); goal: linear or better, slope <= 1"
+    deadline = None if args.budget_s is None else start + args.budget_s
+    rows = run(
+        args.sizes,
+        args.trials,
+        args.timesteps,
+        args.batch,
+        args.steps,
+        args.rounds,
+        deadline=deadline,
     )
+    result = dict(rows=rows, machine=info, trials=args.trials, timesteps=args.timesteps)
+    result["batch"] = args.batch
+    if len(rows) >= 2:  # step time against M
+        s, s_cpu = scaling(rows), scaling(rows, "cpu_s")
+        result.update(scaling=s, scaling_cpu=s_cpu)
+        print(
+            f"# M {rows[0]['M']} -> {rows[-1]['M']}: log-log slope {s['slope']:.2f} (wall), "
+            f"{s_cpu['slope']:.2f} (CPU); per-recording time ratio "
+            f"{s['per_recording_ratio']:.2f} (wall), {s_cpu['per_recording_ratio']:.2f} (CPU); "
+            "goal: linear or better, slope <= 1"
+        )
     if args.out:
+        result["seconds"] = time.perf_counter() - start
         with open(args.out, "w") as f:
-            json.dump(dict(rows=rows, scaling=s, scaling_cpu=s_cpu), f, indent=2)
+            json.dump(result, f, indent=2)
     return rows
 
 

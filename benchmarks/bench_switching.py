@@ -23,11 +23,21 @@ between the two sides in rounds (the median round is reported) so that load on a
 hits both alike; compile time (first call) is reported apart.
 
 Run: ``python benchmarks/bench_switching.py [--quick] [--models srnn hmm meta-dssm]``.
+
+``--device`` (accelerator preset, see ``benchmarks/gpu.sh``) times instead the NumPyro ``srnn``
+step (K = 2, D = 3, ``dkf`` guide) with each form of the discrete-state core in the model's
+forward pass, sequential and parallel-in-time, side by side: at the Lorenz shape (12 trials x
+200 bins) and at 4 trials x 10000 bins (Lorenz trajectories, 10 Gaussian neurons). The model
+always calls ``hmm.log_marginal`` with its default (``method="sequential"``) and neither the
+family nor the SVI engine has a switch for it, so the benchmark swaps the core's default while
+each step is traced (:func:`core_method`); the package is unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import statistics
 import time
@@ -110,7 +120,7 @@ def timed_pair(sides: dict, steps: int, rounds: int) -> dict:
         t = time.perf_counter()
         state, out = update(state, jax.random.PRNGKey(0))
         jax.block_until_ready(out)
-        result[name] = dict(compile_s=time.perf_counter() - t, rounds_s=[])
+        result[name] = dict(compile_s=time.perf_counter() - t, rounds_s=[], first_loss=float(out))
         states[name] = state
     for r in range(rounds):
         for name, (update, _) in sides.items():
@@ -131,10 +141,13 @@ def timed_pair(sides: dict, steps: int, rounds: int) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def switching_setup(model: str, warm: bool = True):
+def switching_setup(model: str, warm: bool = True, num_trials: int = 12, num_timesteps: int = 200):
     """Config, spec, bound model and guide, and the full batch of the Lorenz case; ``warm``:
-    start from the package's warm start (as ``fit`` does), else from random modules."""
-    train, _ = split_trials(simulate_lorenz(seed=0), 12)
+    start from the package's warm start (as ``fit`` does), else from random modules. The
+    first ``num_trials`` of ``num_trials + 4`` simulated trials of ``num_timesteps`` bins are
+    used (by default the Lorenz case's 12 of 16 trials of 200 bins)."""
+    lorenz = simulate_lorenz(seed=0, num_trials=num_trials + 4, num_timesteps=num_timesteps)
+    train, _ = split_trials(lorenz, num_trials)
     options = dict(latent_dim=3) if model != "hmm" else {}
     if model not in ("lds", "rnn"):
         options["states"] = 2
@@ -346,6 +359,110 @@ def meta_case(steps: int, rounds: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# Sequential vs parallel core in the srnn step (accelerator preset)
+# ----------------------------------------------------------------------------------------------
+
+CORE_METHODS = {"seq": "sequential", "par": "parallel"}
+DEVICE_SHAPES = ((12, 200), (4, 10000))  # (trials, bins): the Lorenz case, and long trials
+QUICK_DEVICE_SHAPES = ((2, 50),)
+
+
+@contextlib.contextmanager
+def core_method(method: str):
+    """Within the block, ``hmm.log_marginal`` runs with ``method`` unless told otherwise.
+
+    The models call the core with its default form; a step traced (jitted) inside the block
+    keeps the form it was traced with. Benchmark use only: the package has no such switch.
+    """
+    original = hmm.log_marginal
+    hmm.log_marginal = functools.partial(original, method=method)
+    try:
+        yield
+    finally:
+        hmm.log_marginal = original
+
+
+def core_case(
+    model: str = "srnn",
+    num_trials: int = 12,
+    num_timesteps: int = 200,
+    steps: int = 10,
+    rounds: int = 3,
+    methods=tuple(CORE_METHODS),
+) -> dict:
+    """Time the NumPyro SVI step of ``model`` on Lorenz data with each form of the core in
+    its forward pass (random modules, no warm start: the step's cost is what is measured)."""
+    _, spec, model_fn, guide_fn, batch = switching_setup(
+        model, warm=False, num_trials=num_trials, num_timesteps=num_timesteps
+    )
+    n = batch["y"].shape[0]
+    svi = SVI(model_fn, guide_fn, optax_to_numpyro(optax.adam(1e-3)), Trace_ELBO())
+    state = svi.init(jax.random.PRNGKey(0), batch, num_trials=n)
+
+    def stepper(method):
+        def step(state, key):
+            with core_method(method):  # active while the step is traced
+                return svi.update(state, batch, num_trials=n)
+
+        return jax.jit(step)
+
+    sides = {name: (stepper(CORE_METHODS[name]), state) for name in methods}
+    timing = timed_pair(sides, steps, rounds)
+    row = dict(
+        model=model,
+        K=spec.num_states,
+        D=spec.latent_dim,
+        trials=n,
+        T=num_timesteps,
+        neurons=int(batch["y"].shape[-1]),
+        steps=steps,
+        rounds=rounds,
+        **timing,
+    )
+    if "seq" in timing and "par" in timing:
+        row["par/seq"] = timing["par"]["step_s"] / timing["seq"]["step_s"]
+        seq_loss = timing["seq"]["first_loss"]
+        row["loss_rel_diff"] = abs(timing["par"]["first_loss"] - seq_loss) / max(1.0, abs(seq_loss))
+    return row
+
+
+CORE_HEADER = (
+    "| model | K | D | trials x bins | seq compile (s) | par compile (s) | seq step (ms) "
+    "| par step (ms) | par / seq | loss rel. diff |\n"
+    "|:--|--:|--:|:--|--:|--:|--:|--:|--:|--:|"
+)
+
+
+def format_core_row(row: dict) -> str:
+    """One Markdown row of the core comparison."""
+    seq, par = row["seq"], row["par"]
+    return (
+        f"| {row['model']} | {row['K']} | {row['D']} | {row['trials']} x {row['T']} "
+        f"| {seq['compile_s']:.2f} | {par['compile_s']:.2f} | {1e3 * seq['step_s']:.2f} "
+        f"| {1e3 * par['step_s']:.2f} | **{row['par/seq']:.2f}x** | {row['loss_rel_diff']:.1e} |"
+    )
+
+
+def device_run(shapes, steps: int, rounds: int, deadline=None, on_row=None) -> list[dict]:
+    """:func:`core_case` of ``srnn`` at each (trials, bins) shape; shapes not started by
+    ``deadline`` (a ``time.perf_counter()`` value) are listed as skipped (the first one always
+    runs)."""
+    rows = []
+    print(CORE_HEADER, flush=True)
+    for trials, bins in shapes:
+        if deadline is not None and rows and time.perf_counter() > deadline:
+            row = dict(model="srnn", trials=trials, T=bins, skipped="the time budget was spent")
+            print(f"# srnn {trials} x {bins}: skipped ({row['skipped']})", flush=True)
+        else:
+            row = core_case("srnn", trials, bins, steps, rounds)
+            print(format_core_row(row), flush=True)
+        rows.append(row)
+        if on_row is not None:
+            on_row(rows)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
 
@@ -385,18 +502,49 @@ def format_row(row: dict) -> str:
 
 def main(argv=None):
     """Command line: see the module docstring."""
-    from bench_hmm import machine_line
+    from bench_hmm import machine, machine_line
 
+    start = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer timed steps")
+    parser.add_argument(
+        "--device",
+        action="store_true",
+        help="srnn step with the sequential vs the parallel core, at 12 x 200 and 4 x 10000 "
+        "(trials x bins); with --quick at 2 x 50",
+    )
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--steps", type=int, help="steps per round (default 20; quick 10)")
     parser.add_argument("--rounds", type=int, help="alternating rounds (default 7; quick 3)")
+    parser.add_argument("--budget-s", type=float, help="--device: start no shape after this")
     parser.add_argument("--out", help="write the results as JSON to this path")
     args = parser.parse_args(argv)
-    steps = args.steps or (10 if args.quick else 20)
-    rounds = args.rounds or (3 if args.quick else 7)
-    print(machine_line(), flush=True)
+    if args.device:
+        steps = args.steps or (1 if args.quick else 5)
+        rounds = args.rounds or (1 if args.quick else 3)
+    else:
+        steps = args.steps or (10 if args.quick else 20)
+        rounds = args.rounds or (3 if args.quick else 7)
+    info = machine()
+    print(machine_line(info), flush=True)
+    if args.device:
+        print(
+            f"# NumPyro srnn SVI step (loss + gradient + Adam) with the sequential (seq) or the "
+            f"parallel (par) core in the model, {rounds} alternating rounds of {steps} steps, "
+            "median round; compile = first call; loss rel. diff: first step's losses",
+            flush=True,
+        )
+
+        def write(rows):
+            if args.out:
+                result = dict(machine=info, preset="quick" if args.quick else "device", rows=rows)
+                result["seconds"] = time.perf_counter() - start
+                with open(args.out, "w") as f:
+                    json.dump(result, f, indent=2)
+
+        shapes = QUICK_DEVICE_SHAPES if args.quick else DEVICE_SHAPES
+        deadline = None if args.budget_s is None else start + args.budget_s
+        return device_run(shapes, steps, rounds, deadline, on_row=write)
     print(
         f"# SVI step (loss + gradient + Adam), {rounds} alternating rounds of {steps} steps, "
         "median round; the check compares the losses at the same parameters and keys",
