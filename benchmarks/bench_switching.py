@@ -444,9 +444,9 @@ def format_core_row(row: dict) -> str:
 
 
 def device_run(shapes, steps: int, rounds: int, deadline=None, on_row=None) -> list[dict]:
-    """:func:`core_case` of ``srnn`` at each (trials, bins) shape; shapes not started by
-    ``deadline`` (a ``time.perf_counter()`` value) are listed as skipped (the first one always
-    runs)."""
+    """:func:`core_case` of ``srnn`` at each (trials, bins) shape (``steps`` per round, 1 from
+    2048 bins on, where a step takes seconds); shapes not started by ``deadline`` (a
+    ``time.perf_counter()`` value) are listed as skipped (the first one always runs)."""
     rows = []
     print(CORE_HEADER, flush=True)
     for trials, bins in shapes:
@@ -454,7 +454,7 @@ def device_run(shapes, steps: int, rounds: int, deadline=None, on_row=None) -> l
             row = dict(model="srnn", trials=trials, T=bins, skipped="the time budget was spent")
             print(f"# srnn {trials} x {bins}: skipped ({row['skipped']})", flush=True)
         else:
-            row = core_case("srnn", trials, bins, steps, rounds)
+            row = core_case("srnn", trials, bins, steps if bins < 2048 else 1, rounds)
             print(format_core_row(row), flush=True)
         rows.append(row)
         if on_row is not None:
@@ -513,6 +513,9 @@ def main(argv=None):
         help="srnn step with the sequential vs the parallel core, at 12 x 200 and 4 x 10000 "
         "(trials x bins); with --quick at 2 x 50",
     )
+    parser.add_argument(
+        "--shapes", nargs="+", help="--device: override the shapes, e.g. 12x200 4x10000"
+    )
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--steps", type=int, help="steps per round (default 20; quick 10)")
     parser.add_argument("--rounds", type=int, help="alternating rounds (default 7; quick 3)")
@@ -543,6 +546,8 @@ def main(argv=None):
                     json.dump(result, f, indent=2)
 
         shapes = QUICK_DEVICE_SHAPES if args.quick else DEVICE_SHAPES
+        if args.shapes:
+            shapes = [tuple(int(x) for x in shape.split("x")) for shape in args.shapes]
         deadline = None if args.budget_s is None else start + args.budget_s
         return device_run(shapes, steps, rounds, deadline, on_row=write)
     print(

@@ -159,7 +159,7 @@ def print_goals(results: dict) -> None:
 # The accelerator preset: (benchmark, seconds it may take). A benchmark starts no further cell
 # (shape, M) once its share less a margin is spent and is stopped at its share; time a
 # benchmark leaves unused passes to the next. About 7 minutes in all at most, 3-5 expected.
-DEVICE_PARTS = (("hmm", 170, 50), ("switching", 140, 80), ("meta", 120, 80))
+DEVICE_PARTS = (("hmm", 170, 50), ("switching", 140, 80), ("meta", 120, 40))
 
 
 def run_device(out: str | None, quick: bool) -> int:
