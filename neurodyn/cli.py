@@ -612,7 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("run")
     k.add_argument("--simulations", type=_positive, default=100, help="trials to simulate")
     k.add_argument(
-        "--timesteps", type=_positive, help="bins per trial (default: as in the fitted data)"
+        "--timesteps",
+        type=_positive,
+        help="bins per trial (default: the fitted data's, read from posterior.nc; else 100)",
     )
     k.add_argument("--draws", type=_positive, default=99, help="posterior draws per trial")
     k.add_argument("--thin", type=_positive, help="rank every THIN-th bin (default T // 20)")

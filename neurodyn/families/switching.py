@@ -594,6 +594,10 @@ def check(
     reliability are reported. Returns :func:`neurodyn.inference.calibration.summarize`'s dict
     (with the arrays ``ranks`` [B, T', D] and ``state_pit`` [B, T'] for the figure).
     ``ValueError`` for ``hmm``: its state posterior is the exact forward-backward one.
+
+    A fitted model's latent space is identified only up to transformations its parameters
+    absorb; that does not matter here, because the true latents are simulated from the fitted
+    model itself and so live in the guide's own coordinates.
     """
     from ..inference import calibration, switching_predict
 
