@@ -176,3 +176,13 @@ def test_check_refuses_hmm_in_one_line(runs, capsys):
     assert main(["check", str(runs / "hmm"), "--simulations", "5"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: check: hmm") and err.count("\n") == 1
+
+
+def test_check_refuses_the_meta_family_in_one_line(monkeypatch, capsys, tmp_path):
+    from neurodyn import cli
+    from neurodyn.families import meta
+
+    monkeypatch.setattr(cli, "load_run", lambda run: (meta, {"model": "meta-dssm"}, {}))
+    assert cli.main(["check", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "switching family" in err and err.count("\n") == 1
