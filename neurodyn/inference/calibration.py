@@ -243,12 +243,14 @@ def summarize(h_true, h_draws, *, every: int = 1, states=None, state_probs=None,
         seed: seed of the tie-breaking and PIT randomisation.
 
     Returns:
-        A JSON-able dict: ``num_trials``, ``num_draws`` (L), ``thin`` (every), ``num_ranks`` (per
-        dimension), ``coverage_50``, ``coverage_90`` (overall), ``nominal_50``,
-        ``nominal_90``, ``per_dimension`` (list of {coverage_50, coverage_90, chi2, dof,
-        p_value, counts, expected}), ``rank_autocorrelation``, ``verdict``, ``tolerance_90``
-        and, with states, ``states`` ({pit_uniformity, reliability, mean_true_state_prob,
-        expected_true_state_prob}).
+        A dict: ``num_trials``, ``num_timesteps``, ``num_draws`` (L), ``thin`` (every),
+        ``num_ranks`` (per dimension), ``coverage_50``, ``coverage_90`` (overall),
+        ``nominal_50``, ``nominal_90``, ``per_dimension`` (list of {coverage_50, coverage_90,
+        chi2, dof, p_value, bins, counts, expected}), ``rank_autocorrelation``, ``verdict``,
+        ``tolerance_90``; with states, ``states`` ({num_states, pit_uniformity,
+        pit_coverage_90, reliability, mean_true_state_prob, expected_true_state_prob}); and the
+        arrays ``ranks`` int [B, T', D] (and ``state_pit`` [B, T']) for the figure, which
+        :func:`jsonable` drops.
     """
     rng = np.random.default_rng(seed)
     h_true, h_draws = np.asarray(h_true), np.asarray(h_draws)
