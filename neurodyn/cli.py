@@ -1,4 +1,4 @@
-"""The ``neurodyn`` command: simulate, fit, adapt, evaluate, compare, report, demo.
+"""The ``neurodyn`` command: simulate, fit, adapt, evaluate, compare, report, check, demo.
 
 Error contract (DESIGN.md): bad input ends with one line naming the problem, exit status 2, no
 traceback, and nothing half-written in the output folder (set NEURODYN_DEBUG=1 to see the
@@ -412,6 +412,46 @@ def cmd_compare(args) -> None:
         runs.write_json(args.json, table[columns].to_dict(orient="index"))
 
 
+def cmd_check(args) -> None:
+    """Simulation-based calibration of a run's guide on trials simulated from the run."""
+    from .inference import calibration, runs
+    from .inference.diagnostics import rank_histogram_figure
+
+    family, config, params = load_run(args.run)
+    if not hasattr(family, "check"):
+        raise UsageError(f"check applies to the switching family, not {config['model']!r}")
+    timesteps = args.timesteps or _fitted_timesteps(Path(args.run)) or 100
+    summary = family.check(
+        config,
+        params,
+        num_trials=args.simulations,
+        num_timesteps=timesteps,
+        num_samples=args.draws,
+        every=args.thin,
+        seed=args.seed,
+    )
+    print(calibration.describe(summary))
+    if args.json:
+        runs.write_json(args.json, calibration.jsonable(summary))
+    if args.out:
+        with runs.staged_folder(args.out) as tmp:
+            figure = rank_histogram_figure(summary, tmp / "rank_histograms.png")
+        print(Path(args.out) / figure.name)
+
+
+def _fitted_timesteps(run: Path) -> int | None:
+    """Bins per trial of the data a run was fitted to (its posterior.nc), or None."""
+    from .inference import runs
+
+    try:
+        import xarray as xr
+
+        with xr.open_datatree(run / runs.POSTERIOR) as tree:
+            return int(tree["observed_data"]["y"].shape[-2])
+    except Exception:  # no or unreadable posterior.nc: the caller's default
+        return None
+
+
 def cmd_demo(args) -> None:
     """Simulate Lorenz, fit srnn, evaluate on held-out trials, write figures, print metrics."""
     from .data import load_session
@@ -567,6 +607,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("data", nargs="+")
     r.add_argument("--out", required=True)
     r.set_defaults(handler=cmd_report)
+
+    k = sub.add_parser("check", help="simulation-based calibration of a run's guide")
+    k.add_argument("run")
+    k.add_argument("--simulations", type=_positive, default=100, help="trials to simulate")
+    k.add_argument(
+        "--timesteps",
+        type=_positive,
+        help="bins per trial (default: the fitted data's, read from posterior.nc; else 100)",
+    )
+    k.add_argument("--draws", type=_positive, default=99, help="posterior draws per trial")
+    k.add_argument("--thin", type=_positive, help="rank every THIN-th bin (default T // 20)")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--json", help="also write the numbers to this file")
+    k.add_argument("--out", help="folder for rank_histograms.png")
+    k.set_defaults(handler=cmd_check)
 
     d = sub.add_parser("demo", help="simulate Lorenz, fit srnn, evaluate, write figures")
     d.add_argument("--out", default="demo_run")

@@ -16,6 +16,10 @@ NumPyro model (``neurodyn.models``), its guides (``neurodyn.guides``) and the ge
 - ``report(config, params, sessions, out_dir) -> list[Path]``: PNG figures.
 - meta family only: ``adapt(config, params, session, *, trials, steps, seed, out_dir)
   -> (config, params, FitResult)``.
+- switching family only: ``simulate(config, params, *, num_trials, num_timesteps, seed)
+  -> Session`` (trials simulated from the fitted model) and ``check(config, params, *,
+  num_trials, num_timesteps, num_samples, every, seed) -> dict`` (simulation-based calibration
+  of the guide, ``neurodyn check``).
 """
 
 from __future__ import annotations

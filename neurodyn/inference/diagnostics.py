@@ -1,6 +1,7 @@
 """Posterior diagnostics that need only arrays: ELBO convergence and posterior predictive checks.
 
 - :func:`elbo_convergence`: is the loss curve still going down at its end, beyond its noise?
+- :func:`rank_histogram_figure`: rank histograms of simulation-based calibration;
 - :func:`ppc_statistics` / :func:`ppc_figure`: summary statistics of the observed data against
   the same statistics of posterior predictive draws (mean rate and Fano factor per neuron,
   autocorrelation of the population activity, dwell times of discrete states).
@@ -147,6 +148,59 @@ def ppc_figure(
         ax.set(xlabel="dwell time (bins)", ylabel="density", title="state dwell times")
         ax.legend(fontsize=8)
     fig.suptitle("posterior predictive checks")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def rank_histogram_figure(summary: dict, out: Path, band: float = 0.99) -> Path:
+    """Rank histograms of simulation-based calibration, one panel per latent dimension (and
+    one for the discrete state's randomised PIT when the summary has states).
+
+    Args:
+        summary: :func:`neurodyn.inference.calibration.summarize`'s dict, with its arrays
+            ``ranks`` [B, T', D] (and ``state_pit`` [B, T']).
+        out: the PNG to write.
+        band: the grey band holds each bin's count with this probability under uniform ranks
+            (binomial quantiles).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    from .calibration import histogram
+
+    L = summary["num_draws"]
+    ranks = np.asarray(summary["ranks"])
+    dims = summary["per_dimension"]
+    panels = [(f"h[{d}]", ranks[..., d], dims[d]) for d in range(ranks.shape[-1])]
+    if "state_pit" in summary:
+        pit_ranks = np.minimum((np.asarray(summary["state_pit"]) * (L + 1)).astype(int), L)
+        panels.append(("state (randomised PIT)", pit_ranks, summary["states"]["pit_uniformity"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, (name, r, stat) in zip(axes[0], panels, strict=True):
+        counts, expected = histogram(r, L, stat["bins"])
+        x = np.arange(len(counts))
+        n = r.size
+        lo = stats.binom.ppf((1 - band) / 2, n, expected / n)
+        hi = stats.binom.ppf((1 + band) / 2, n, expected / n)
+        ax.fill_between(x, lo, hi, step="mid", color="0.85", label=f"uniform {band:.0%}")
+        ax.plot(x, expected, color="0.4", lw=1)
+        ax.bar(x, counts, width=0.9, color="C0", alpha=0.8)
+        title = f"{name}: chi2 p = {stat['p_value']:.2g}"
+        if "coverage_90" in stat:
+            title += f"\ncov50 {stat['coverage_50']:.2f}, cov90 {stat['coverage_90']:.2f}"
+        ax.set(title=title, xlabel=f"rank bin (of {L} draws)", ylabel="count")
+        ax.title.set_fontsize(9)
+    axes[0, 0].legend(fontsize=8, loc="upper center")
+    fig.suptitle(
+        f"simulation-based calibration: {summary['verdict']} "
+        f"(coverage_90 {summary['coverage_90']:.3f}, nominal {summary['nominal_90']:.2f})"
+    )
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=110)

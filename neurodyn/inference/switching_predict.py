@@ -10,6 +10,7 @@ pure JAX functions:
 * :func:`reconstruct`: posterior-mean predicted mean of y;
 * :func:`forecast`: k-step forecasts (the guide sees the first T0 bins; the core's filtered
   state at the last seen bin starts Monte Carlo roll-outs of the model);
+* :func:`simulate`: trials (s, h, y) simulated from the fitted model;
 * :func:`smc_log_marginals`: per-trial log p(y) by sequential Monte Carlo with the guide's
   per-bin proposals (:mod:`neurodyn.inference.smc`);
 * :func:`evaluate` and :func:`report`: the family's metrics and figures.
@@ -42,6 +43,7 @@ from ..models.switching import (
     sample_globals,
     state_potentials,
 )
+from ..models.switching import simulate as simulate_trial
 from . import hmm, smc
 from .metrics import match_labels, r2_variance_weighted, state_scores
 
@@ -137,6 +139,24 @@ def smc_log_marginals(fitted: Fitted, y, mask, num_particles: int, key) -> smc.S
 
     keys = jax.random.split(key, y.shape[0])
     return jax.jit(jax.vmap(one_trial))(keys, y, mask, features)
+
+
+def simulate(fitted: Fitted, key, num_trials: int, num_timesteps: int):
+    """Trials simulated from the fitted model (its globals, the generative story): s_1 ~ pi,
+    h_1 ~ p_0, s_t | s_{t-1}, h_{t-1}, h_t ~ N(f_{s_t}(h_{t-1}), q_{s_t}^2), y_t ~ p(y | h_t).
+
+    Returns (s int32 [B, T], h [B, T, D], y [B, T, N]) with B = num_trials, T = num_timesteps.
+    """
+    spec, g = fitted.spec, fitted.g
+    if not spec.has_latent:
+        raise ValueError("hmm has no continuous latent to simulate")
+    k_path, k_obs = jax.random.split(key)
+    s, h = jax.vmap(lambda k: simulate_trial(g, k, num_timesteps))(
+        jax.random.split(k_path, num_trials)
+    )
+    drive = jax.vmap(jax.vmap(g.readout))(h)
+    y = observation_dist(spec, drive, g.obs_scale).sample(k_obs)
+    return s, h, y
 
 
 def _potentials(fitted: Fitted, h=None, y=None, mask=None):

@@ -12,6 +12,7 @@ import importlib
 SIMULATORS = {
     "lorenz": "neurodyn.data.simulators.switching:simulate_lorenz",
     "nascar": "neurodyn.data.simulators.switching:simulate_nascar",
+    "slds": "neurodyn.data.simulators.switching:simulate_slds",
     "limit-cycle": "neurodyn.data.simulators.families:simulate_limit_cycles",
     "duffing": "neurodyn.data.simulators.families:simulate_duffing",
     "hopf": "neurodyn.data.simulators.families:simulate_hopf",

@@ -1,6 +1,7 @@
-"""Simulators for the switching family: Lorenz (two lobes) and NASCAR (rSLDS paper).
+"""Simulators for the switching family: Lorenz (two lobes), NASCAR (rSLDS paper) and an SLDS
+with stationary transitions.
 
-Both return a :class:`~neurodyn.data.Session` with ``states`` (the true discrete state per bin)
+All three return a :class:`~neurodyn.data.Session` with ``states`` (the true discrete state per bin)
 and ``latents`` (the true continuous trajectory), observed through random neurons.
 """
 
@@ -158,5 +159,59 @@ def simulate_nascar(
         latents=latents,
         name="nascar",
         meta={"simulator": "nascar", "seed": seed, "likelihood": likelihood},
+        likelihood=likelihood,
+    )
+
+
+def simulate_slds(
+    *,
+    seed: int = 0,
+    likelihood: str = "gaussian",
+    num_trials: int = 16,
+    num_timesteps: int = 200,
+    num_neurons: int = 10,
+    num_states: int = 3,
+    stay: float = 0.95,
+    process_noise: float = 0.05,
+    noise_scale: float = 0.2,
+    rate_scale: float = 2.0,
+) -> Session:
+    """A switching linear dynamical system with stationary (Markov) transitions, the generative
+    story of ``slds``: the state does not depend on the latent, unlike NASCAR's (``rslds``).
+
+    s_1 is uniform and s_t | s_{t-1} stays with probability ``stay``, else moves to one of the
+    other states uniformly; h_1 ~ N(0, I_2) and h_t = c_k + A_k (h_{t-1} - c_k) + eps_t with
+    eps_t ~ N(0, ``process_noise``^2 I) in state k: a damped rotation A_k = 0.97 R(theta_k)
+    about a centre c_k (centres on a circle of radius 1.5, angles theta_k alternating in
+    sign, 0.2-0.35 rad per bin). Observed through ``num_neurons`` random linear neurons as in
+    :func:`simulate_lorenz`.
+    """
+    if num_states < 2:
+        raise ValueError(f"num_states must be at least 2, got {num_states}")
+    rng = np.random.default_rng(seed)
+    K = num_states
+    angles = 2 * np.pi * np.arange(K) / K
+    centres = 1.5 * np.stack([np.cos(angles), np.sin(angles)], axis=1)  # [K, 2]
+    thetas = np.where(np.arange(K) % 2 == 0, 1.0, -1.0) * np.linspace(0.2, 0.35, K)
+    A = np.stack([0.97 * _rotation(t) for t in thetas])  # [K, 2, 2]
+    P = np.full((K, K), (1 - stay) / (K - 1))
+    np.fill_diagonal(P, stay)
+    states = np.empty((num_trials, num_timesteps), np.int32)
+    latents = np.empty((num_trials, num_timesteps, 2))
+    s = rng.integers(K, size=num_trials)
+    z = rng.normal(size=(num_trials, 2))
+    for t in range(num_timesteps):
+        if t > 0:
+            s = (rng.uniform(size=(num_trials, 1)) > np.cumsum(P[s], axis=1)).sum(1)
+            c = centres[s]
+            z = c + np.einsum("bij,bj->bi", A[s], z - c) + process_noise * rng.normal(size=z.shape)
+        states[:, t], latents[:, t] = s, z
+    y = _observe(rng, latents, num_neurons, likelihood, noise_scale, rate_scale)
+    return make_session(
+        y,
+        states=states,
+        latents=latents,
+        name="slds",
+        meta={"simulator": "slds", "seed": seed, "likelihood": likelihood, "stay": stay},
         likelihood=likelihood,
     )
