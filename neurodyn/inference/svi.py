@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 import os
-import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +29,10 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.optim import optax_to_numpyro
 
-CHECKPOINT = "checkpoint.pkl"
+from .run_folder import pause_for_tests
+
+CHECKPOINT = "checkpoint.npz"
+OLD_CHECKPOINT = "checkpoint.pkl"  # pickles of older versions: refused, never loaded
 LOSS_CSV = "loss.csv"
 
 
@@ -204,18 +207,22 @@ def fit(
         svi_key, sampler(sample_key, data), init_params=init_params, **kwargs_at(jnp.asarray(0))
     )
     losses = np.zeros((0,), np.float32)
+    done = False
     if resume:
-        state, losses = _load_checkpoint(out_dir)
+        state, losses, saved = _load_checkpoint(out_dir, state)
+        # a fit that ended by its plateau rule with this budget is not continued
+        done = bool(saved.get("stopped_early")) and saved.get("num_steps") == num_steps
+    stopped_early = done
     if devices is not None and len(devices) > 1:
         state = jax.device_put(state, _replicated(devices))
     step0 = len(losses)
     writer = _LossWriter(out_dir, step0, resume) if out_dir is not None else None
     bar = _progress_bar(progress, num_steps, step0)
-    stopped_early = interrupted = False
+    interrupted = False
     last_checkpoint = step0
     try:
         step = step0
-        while step < num_steps:
+        while step < num_steps and not done:
             n = min(chunk_size - step % chunk_size, num_steps - step)
             state, chunk_losses = run_chunk(state, jnp.arange(step, step + n))
             chunk_losses = np.asarray(chunk_losses)
@@ -232,6 +239,7 @@ def fit(
             if out_dir and checkpoint_every and step - last_checkpoint >= checkpoint_every:
                 _save_checkpoint(out_dir, state, losses)
                 last_checkpoint = step
+                pause_for_tests("svi")
             if patience and step >= min_steps and plateaued(losses, patience, min_delta):
                 stopped_early = True
                 break
@@ -244,8 +252,8 @@ def fit(
             bar.close()
         if writer:
             writer.close()
-    if out_dir is not None and checkpoint_every and not interrupted:
-        _save_checkpoint(out_dir, state, losses)
+    if out_dir is not None and not interrupted:  # the final state: --resume need not refit
+        _save_checkpoint(out_dir, state, losses, stopped_early=stopped_early, num_steps=num_steps)
     params = jax.device_get(svi.get_params(state))
     return FitResult(
         params=params,
@@ -292,19 +300,45 @@ class _LossWriter:
         self.file.close()
 
 
-def _save_checkpoint(out_dir: Path, state, losses) -> None:
+def _save_checkpoint(out_dir: Path, state, losses, **info) -> None:
+    """Write ``checkpoint.npz``: the SVI state's leaves keyed by pytree path, ``losses`` and a
+    JSON string ``info`` (plain arrays only: loading it can run no code)."""
+    from .runs import save_tree
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (CHECKPOINT + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump({"state": jax.device_get(state), "losses": np.asarray(losses)}, f)
-    os.replace(tmp, out_dir / CHECKPOINT)
+    save_tree(
+        out_dir / CHECKPOINT,
+        jax.device_get(state),
+        losses=np.asarray(losses),
+        info=np.str_(json.dumps(info)),
+    )
 
 
-def _load_checkpoint(out_dir: Path | None):
+def _load_checkpoint(out_dir: Path | None, template):
+    """(state, losses, info) from ``checkpoint.npz``, put into ``template`` (the state that
+    ``svi.init`` builds: same paths, shapes and dtypes). An old ``checkpoint.pkl`` is refused
+    without being read."""
+    from .runs import RunError, load_tree, read_npz
+
     path = (out_dir or Path(".")) / CHECKPOINT
+    if out_dir is not None and not path.exists() and (out_dir / OLD_CHECKPOINT).exists():
+        raise RunError(
+            f"{out_dir / OLD_CHECKPOINT}: a pickled checkpoint of an older version is not loaded "
+            "(unpickling can run code); refit with --overwrite"
+        )
     if out_dir is None or not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    with open(path, "rb") as f:
-        saved = pickle.load(f)
-    state = jax.tree_util.tree_map(jnp.asarray, saved["state"])
-    return state, saved["losses"]
+    saved = read_npz(path)
+    for key in ("losses", "info"):
+        if key not in saved:
+            raise RunError(f"{path}: not a checkpoint (no {key!r})")
+    try:
+        info = json.loads(str(saved.pop("info")))
+    except ValueError:
+        raise RunError(f"{path}: 'info' is not a JSON string") from None
+    losses = saved.pop("losses")
+    if losses.ndim != 1 or not np.isfinite(losses).all():
+        raise RunError(f"{path}: 'losses' is not a finite 1-d array")
+    state = load_tree(path, jax.device_get(template), saved, what="state leaf")
+    state = jax.tree_util.tree_map(jnp.asarray, state)
+    return state, losses, info if isinstance(info, dict) else {}
