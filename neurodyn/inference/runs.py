@@ -48,8 +48,13 @@ def read_npz(path) -> dict:
     """The arrays of an ``.npz`` (never unpickling anything); ``RunError`` naming the file."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise RunError(f"{path}: a single .npy array, not an .npz file")
+        with f:
             return {k: f[k] for k in f.files}
+    except RunError:
+        raise
     except FileNotFoundError:
         raise RunError(f"{path}: no such file") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
