@@ -435,6 +435,20 @@ def load_run(run_dir):
     return family, config, params
 
 
+def _scorable_horizons(horizons, sessions) -> tuple[tuple, str | None]:
+    """The forecast horizons shorter than every session's trials, and a note naming the others
+    (a forecast needs at least one bin to start from)."""
+    T = min(s.num_timesteps for s in sessions)
+    kept = tuple(k for k in horizons if k < T)
+    dropped = sorted(set(horizons) - set(kept))
+    if not dropped:
+        return kept, None
+    return kept, (
+        f"horizon(s) {', '.join(map(str, dropped))} not scored: the trials have {T} bins, and a "
+        "forecast must start from at least one observed bin"
+    )
+
+
 def cmd_evaluate(args) -> None:
     from .data import load_sessions
     from .inference import runs
@@ -442,6 +456,7 @@ def cmd_evaluate(args) -> None:
     family, config, params = load_run(args.run)
     sessions = load_sessions(args.data, config.get("likelihood"))
     horizons = tuple(args.horizon) if args.horizon else (1, 5, 10)
+    horizons, horizon_note = _scorable_horizons(horizons, sessions)
     metrics = evaluate_run(
         family,
         config,
@@ -451,6 +466,8 @@ def cmd_evaluate(args) -> None:
         num_samples=args.samples,
         seed=args.seed,
     )
+    if horizon_note:
+        metrics["forecast_r2_note"] = horizon_note
     text = json.dumps(metrics, indent=2, default=float)
     if args.json:
         runs.write_json(args.json, metrics)
