@@ -60,6 +60,10 @@ def _writable_ancestor(path: Path, option: str) -> None:
     """Raise unless the nearest existing ancestor of ``path`` (or ``path``) is a writable
     folder."""
     probe = path
+    if probe.is_file():  # replaced by a rename in its folder
+        if not os.access(probe, os.W_OK):
+            raise RunError(f"{option} {path}: is not writable")
+        probe = probe.parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
@@ -90,7 +94,7 @@ def check_out(path, kind: str, *, option: str = "--out", resume=False, overwrite
             raise RunError(f"{option} {path}: folder {path.parent} does not exist")
         if path.exists() and not _is_json(path):
             raise RunError(f"{option} {path}: exists and is not a JSON file; it is not replaced")
-        _writable_ancestor(path if path.exists() else path.parent, option)
+        _writable_ancestor(path, option)
         return path
     if kind == "npz":
         if path.is_dir():
