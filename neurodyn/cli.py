@@ -238,6 +238,7 @@ def fit_run(
             if overwrite:
                 run_folder.remove_run_files(out)
             (out / run_folder.INCOMPLETE).touch()
+            runs.write_json(out / runs.CONFIG, config)  # a killed fit is a run to resume
             from_checkpoint = resume and (out / svi.CHECKPOINT).exists()
             if resume and not from_checkpoint:
                 if (out / svi.OLD_CHECKPOINT).exists():
