@@ -233,16 +233,20 @@ def fit_run(
     out.mkdir(parents=True, exist_ok=True)
     again = f"neurodyn fit {model} {' '.join(map(str, data))} --out {out} --resume"
     phase = {"name": "warm_start"}
+    wrote = False  # nothing of this fit is in the folder yet: an error here removes nothing
     try:
         with run_folder.lock(out):
+            # again, now that no one else writes: another fit may have finished here meanwhile
+            run_folder.check_out(out, "run", resume=resume, overwrite=overwrite)
+            from_checkpoint = resume and (out / svi.CHECKPOINT).exists()
+            if resume and not from_checkpoint and (out / svi.OLD_CHECKPOINT).exists():
+                svi._load_checkpoint(out, None)  # refuses the pickle in one line
+            wrote = True
             if overwrite:
                 run_folder.remove_run_files(out)
             (out / run_folder.INCOMPLETE).touch()
             runs.write_json(out / runs.CONFIG, config)  # a killed fit is a run to resume
-            from_checkpoint = resume and (out / svi.CHECKPOINT).exists()
             if resume and not from_checkpoint:
-                if (out / svi.OLD_CHECKPOINT).exists():
-                    svi._load_checkpoint(out, None)  # refuses the pickle in one line
                 print(
                     f"note: {out} has no checkpoint yet: the fit starts at step 0", file=sys.stderr
                 )
@@ -260,6 +264,8 @@ def fit_run(
                 raise KeyboardInterrupt
             (out / run_folder.INCOMPLETE).unlink()
     except KeyboardInterrupt:
+        if not wrote:
+            raise Interrupted(f"interrupted before anything was written into {out}") from None
         if phase["name"] == "warm_start" and not resume and (out / svi.CHECKPOINT).exists():
             phase["name"] = "svi"  # stopped just after the SVI loop, its checkpoint written
         if phase["name"] == "warm_start":
@@ -287,7 +293,10 @@ def fit_run(
             f"in {out}; {again} finishes the evaluation without refitting"
         ) from None
     except BaseException:
-        if not resume and phase["name"] != "evaluation":  # nothing worth keeping yet
+        if created and not wrote:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty
+        if wrote and not resume and phase["name"] != "evaluation":  # nothing worth keeping yet
             run_folder.remove_run_files(out)
             if created:
                 with contextlib.suppress(OSError):

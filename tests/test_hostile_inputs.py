@@ -78,6 +78,7 @@ def test_a_pickled_checkpoint_is_never_loaded(tiny, tmp_path, capsys):
     one_line_error(capsys, ["fit", "hmm", data, "--out", run, "--resume", *FIT], "checkpoint.pkl")
     assert not marker.exists()
     assert (run / "checkpoint.pkl").exists() and (run / runs.PARAMS).exists()
+    assert not (run / run_folder.INCOMPLETE).exists()  # the run is left as it was
 
 
 def test_a_run_naming_a_guide_in_the_current_folder_does_not_import_it(

@@ -125,12 +125,6 @@ def make_session(
             f"{where}: 'y' has {int(bad.sum())} NaN/Inf entries that are not masked (first at {t})"
         )
     y = np.where(mask, y, 0.0)
-    observed = y[mask]
-    if observed.size > 1 and (observed == observed[0]).all():
-        raise SessionError(
-            f"{where}: every observed entry of 'y' equals {observed[0]:g}; a constant recording "
-            "carries no dynamics to fit"
-        )
     if likelihood is not None and likelihood not in LIKELIHOODS:
         raise SessionError(
             f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
@@ -144,6 +138,12 @@ def make_session(
             raise SessionError(
                 f"{where}: Poisson likelihood needs integer counts, 'y' has non-integers"
             )
+    observed = y[mask]
+    if observed.size > 1 and (observed == observed[0]).all():
+        raise SessionError(
+            f"{where}: every observed entry of 'y' equals {observed[0]:g}; a constant recording "
+            "carries no dynamics to fit"
+        )
     trials, T, _ = y.shape
     states = _optional(states, "states", (trials, T), where, np.int32)
     behavior = _optional(behavior, "behavior", (trials, T, None), where, np.float32)
