@@ -444,6 +444,10 @@ def test_check_out_kinds_directly(tmp_path):
     (tmp_path / "g.json").write_text("not json")
     with pytest.raises(RunError, match="not a JSON file"):
         run_folder.check_out(tmp_path / "g.json", "json")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / runs.CONFIG).write_text('{"model": "hmm"}')
+    with pytest.raises(RunError, match="is a file of the run"):
+        run_folder.check_out(tmp_path / "run" / runs.CONFIG, "json")
     with pytest.raises(RunError, match="no such run folder"):
         run_folder.check_out(tmp_path / "none", "run", resume=True)
     (tmp_path / "s.npz").write_bytes(b"x")

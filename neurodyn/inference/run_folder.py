@@ -94,6 +94,8 @@ def check_out(path, kind: str, *, option: str = "--out", resume=False, overwrite
             raise RunError(f"{option} {path}: folder {path.parent} does not exist")
         if path.exists() and not _is_json(path):
             raise RunError(f"{option} {path}: exists and is not a JSON file; it is not replaced")
+        if path.name in RUN_FILES and is_run(path.parent):
+            raise RunError(f"{option} {path}: is a file of the run in {path.parent}")
         _writable_ancestor(path, option)
         return path
     if kind == "npz":
