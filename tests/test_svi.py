@@ -137,3 +137,17 @@ def test_the_same_seed_gives_a_bit_equal_loss_csv_in_any_process(tmp_path):
     assert len(columns[0]) == 31
     assert columns[0] == columns[1]
     np.testing.assert_array_equal(losses[0], losses[1])
+
+
+def test_a_fit_into_a_folder_checkpoints_by_default(tmp_path, monkeypatch):
+    """No ``checkpoint_every`` given: a fit with ``out_dir`` still writes checkpoints during the
+    run (seen through the test hook that fires after each one) and a final one."""
+    import neurodyn.inference.svi as svi
+
+    flag = tmp_path / "checkpointed"
+    monkeypatch.setattr(svi, "CHECKPOINT_EVERY", 10)
+    monkeypatch.setenv("NEURODYN_TEST_PAUSE_AT", "svi")
+    monkeypatch.setenv("NEURODYN_TEST_PAUSE_FILE", str(flag))
+    monkeypatch.setenv("NEURODYN_TEST_PAUSE_SECONDS", "0")
+    fit(model, guide, {"y": Y}, num_steps=15, out_dir=tmp_path / "run", progress=False)
+    assert flag.exists() and (tmp_path / "run" / svi.CHECKPOINT).exists()

@@ -34,6 +34,7 @@ from .run_folder import pause_for_tests
 CHECKPOINT = "checkpoint.npz"
 OLD_CHECKPOINT = "checkpoint.pkl"  # pickles of older versions: refused, never loaded
 LOSS_CSV = "loss.csv"
+CHECKPOINT_EVERY = 250  # steps between checkpoints when a fit writes into a folder
 
 
 class FitResult(NamedTuple):
@@ -184,7 +185,10 @@ def fit(
             fixed order, so that the same seed gives a bit-equal loss curve in any process).
         patience: stop when :func:`plateaued` says so (checked every chunk); None = never.
         min_steps: never stop on a plateau before this step (e.g. while an annealed term is on).
-        checkpoint_every: write a checkpoint every this many steps (rounded up to a chunk).
+        checkpoint_every: write a checkpoint every this many steps (rounded up to a chunk);
+            default :data:`CHECKPOINT_EVERY` when ``out_dir`` is set. A checkpoint is also
+            written on Ctrl-C and at the end (so that ``resume`` of a finished fit refits
+            nothing).
         out_dir: folder for ``loss.csv`` and checkpoints (None = keep nothing on disk).
         resume: continue from ``out_dir``'s checkpoint; the curve equals the uninterrupted one.
         chunk_size: steps per jitted ``lax.scan`` chunk.
@@ -206,6 +210,8 @@ def fit(
     pass_step = _accepts(model, "step") and _accepts(guide, "step")
     data = jax.tree_util.tree_map(jnp.asarray, data)
     out_dir = Path(out_dir) if out_dir is not None else None
+    if checkpoint_every is None and out_dir is not None:
+        checkpoint_every = CHECKPOINT_EVERY
     if checkpoint_every:
         chunk_size = min(chunk_size, checkpoint_every)
 
