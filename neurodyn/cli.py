@@ -265,13 +265,17 @@ def fit_run(
             (out / run_folder.INCOMPLETE).unlink()
     except KeyboardInterrupt:
         if not wrote:
+            if created:
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only when empty
             raise Interrupted(f"interrupted before anything was written into {out}") from None
         if phase["name"] == "warm_start" and not resume and (out / svi.CHECKPOINT).exists():
             phase["name"] = "svi"  # stopped just after the SVI loop, its checkpoint written
         if phase["name"] == "warm_start":
             if resume:
                 raise Interrupted(
-                    f"interrupted before the fit resumed: {out} is as it was; resume with {again}"
+                    f"interrupted before the fit resumed: nothing in {out} was lost; resume with "
+                    f"{again}"
                 ) from None
             run_folder.remove_run_files(out)
             if created:
