@@ -9,6 +9,7 @@ commands so that ``--help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -37,20 +38,61 @@ def _user_errors():
     from .inference.runs import RunError
     from .models.priors import PriorError
 
-    return (SessionError, RunError, PriorError, UsageError, ValueError, FileNotFoundError)
+    return (
+        SessionError,
+        RunError,
+        PriorError,
+        UsageError,
+        ValueError,
+        FileNotFoundError,
+        PermissionError,
+        IsADirectoryError,
+        NotADirectoryError,
+    )
 
 
 # ----------------------------------------------------------------------------- commands
 
 
 def cmd_simulate(args) -> None:
+    import inspect
+
     from .data import save_session, split_trials
     from .data.simulators import get_simulator
+    from .inference.run_folder import check_out
 
     try:
         simulate = get_simulator(args.name)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    accepted = inspect.signature(simulate).parameters
+    multi = "num_recordings" in accepted
+    for option, value, applies in (
+        ("--recordings", args.recordings, multi),
+        ("--test-out", args.test_out, not multi),
+    ):
+        if value is not None and not applies:
+            kind = "multi" if not multi else "single"
+            raise UsageError(
+                f"{option} does not apply to simulate {args.name} (it applies to "
+                f"{kind}-recording simulators)"
+            )
+    overwrite = getattr(args, "overwrite", False)
+    out = Path(args.out)
+    if multi:
+        if out.suffix == ".npz":
+            raise UsageError(
+                f"simulate {args.name} writes several recordings: --out must be a folder"
+            )
+        check_out(out, "recordings", overwrite=overwrite)
+    else:
+        if out.suffix != ".npz":
+            out = out.with_suffix(".npz")
+        check_out(out, "npz", overwrite=overwrite)
+        if args.test_out:
+            check_out(args.test_out, "npz", option="--test-out", overwrite=overwrite)
+            if Path(args.test_out).resolve() == out.resolve():
+                raise UsageError("--test-out must differ from --out")
     options = {
         k: v
         for k, v in dict(
@@ -65,14 +107,7 @@ def cmd_simulate(args) -> None:
         result = simulate(seed=args.seed, likelihood=args.likelihood, **options)
     except TypeError as e:
         raise UsageError(f"simulate {args.name}: {e}") from None
-    out = Path(args.out)
     if isinstance(result, list):  # one file per recording, in a folder
-        if out.suffix == ".npz":
-            raise UsageError(
-                f"simulate {args.name} writes several recordings: --out must be a folder"
-            )
-        if args.test_out:
-            raise UsageError(f"--test-out applies to single-recording simulators, not {args.name}")
         from .inference.runs import staged_folder
 
         with staged_folder(out) as tmp:
@@ -80,8 +115,6 @@ def cmd_simulate(args) -> None:
                 save_session(tmp / f"{session.name}.npz", session)
         print(f"wrote {len(result)} recordings to {out}/")
         return
-    if out.suffix != ".npz":
-        out = out.with_suffix(".npz")
     if args.test_out:
         train, test = split_trials(result, result.num_trials - args.test_trials)
         save_session(out, train)
@@ -105,10 +138,19 @@ DEFAULT_DATA = Path("../shared/data")
 def cmd_convert(args) -> None:
     """Turn a public recording into session files."""
     from .data import loaders, save_session
+    from .inference.run_folder import check_out
 
     kind, source = args.kind, Path(args.source) if args.source else None
     if kind not in CONVERTERS:
         raise UsageError(f"unknown recording kind {kind!r}; choose one of {', '.join(CONVERTERS)}")
+    out, overwrite = Path(args.out), getattr(args, "overwrite", False)
+    if kind == "nlb":  # two recordings: a folder
+        if out.suffix == ".npz":
+            raise UsageError("convert nlb writes two recordings: --out must be a folder")
+        check_out(out, "recordings", overwrite=overwrite)
+    else:
+        out = out if out.suffix == ".npz" else out.with_suffix(".npz")
+        check_out(out, "npz", overwrite=overwrite)
     if kind.startswith("dad-"):
         sessions = [loaders.load_dad(source or DEFAULT_DATA, kind.removeprefix("dad-"))]
     elif kind == "widefield":
@@ -122,9 +164,8 @@ def cmd_convert(args) -> None:
         if source is None or args.bin_size is None:
             raise UsageError("convert nwb needs the .nwb file and --bin-size SECONDS")
         sessions = [loaders.load_nwb(source, args.bin_size)]
-    out = Path(args.out)
     if len(sessions) == 1:
-        path = save_session(out if out.suffix == ".npz" else out.with_suffix(".npz"), sessions[0])
+        path = save_session(out, sessions[0])
         print(f"wrote {path}")
     else:
         from .inference.runs import staged_folder
@@ -152,46 +193,172 @@ def _fit_options(args) -> dict:
     )
 
 
-def fit_run(model: str, data, out, options: dict, *, resume=False, progress=True) -> dict:
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a message that says what was kept and how to continue."""
+
+
+def fit_run(
+    model: str, data, out, options: dict, *, resume=False, overwrite=False, progress=True
+) -> dict:
     """Fit ``model`` to the sessions in ``data`` and write the run folder ``out``.
 
-    Returns the training metrics. Bad input raises before anything is written.
+    Returns the training metrics. Bad input raises before anything is written. The folder is
+    locked while it is written and holds ``.incomplete`` until the fit and its evaluation are
+    done; a killed fit is continued by ``resume`` (from its checkpoint, or from step 0 when it
+    has none yet). ``overwrite`` replaces an existing run's files (other files are kept).
     """
     from .data import load_sessions
     from .families import MODEL_NAMES, family_of
-    from .inference import runs
+    from .inference import run_folder, runs, svi
 
     if model not in MODEL_NAMES:  # before reading data, so a typo is named first
         family_of(model)
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+    out = run_folder.check_out(out, "run", resume=resume, overwrite=overwrite)
     sessions = load_sessions(data, options.get("likelihood"))
     family = family_of(model)
-    out = Path(out)
+    check = run_folder.fingerprint(sessions, options)
     if resume:
         config = runs.read_config(out)
         if config.get("model") != model:
             raise UsageError(f"{out}: the run is a {config.get('model')!r} fit, not {model!r}")
+        _check_same_problem(family, config, sessions, options, check, out)
         if options.get("steps"):  # --steps with --resume raises the run's step budget
             config["steps"] = options["steps"]
-        metrics = _fit_into(family, config, sessions, out, resume=True, progress=progress)
     else:
         config = family.make_config(model, sessions, options=options)
-        with runs.staged_folder(out) as tmp:
-            metrics = _fit_into(family, config, sessions, tmp, resume=False, progress=progress)
-    if metrics is None:  # Ctrl-C: the folder keeps config, loss.csv and the checkpoint
-        raise KeyboardInterrupt
+        config[run_folder.FINGERPRINT] = check
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    again = f"neurodyn fit {model} {' '.join(map(str, data))} --out {out} --resume"
+    phase = {"name": "warm_start"}
+    wrote = False  # nothing of this fit is in the folder yet: an error here removes nothing
+    try:
+        with run_folder.lock(out):
+            # again, now that no one else writes: another fit may have finished here meanwhile
+            run_folder.check_out(out, "run", resume=resume, overwrite=overwrite)
+            from_checkpoint = resume and (out / svi.CHECKPOINT).exists()
+            if resume and not from_checkpoint and (out / svi.OLD_CHECKPOINT).exists():
+                svi._load_checkpoint(out, None)  # refuses the pickle in one line
+            wrote = True
+            if overwrite:
+                run_folder.remove_run_files(out)
+            (out / run_folder.INCOMPLETE).touch()
+            runs.write_json(out / runs.CONFIG, config)  # a killed fit is a run to resume
+            if resume and not from_checkpoint:
+                print(
+                    f"note: {out} has no checkpoint yet: the fit starts at step 0", file=sys.stderr
+                )
+            run_folder.pause_for_tests("warm_start")
+            metrics = _fit_into(
+                family,
+                config,
+                sessions,
+                out,
+                resume=from_checkpoint,
+                progress=progress,
+                phase=phase,
+            )
+            if metrics is None:  # Ctrl-C in the SVI loop, after its checkpoint
+                raise KeyboardInterrupt
+            (out / run_folder.INCOMPLETE).unlink()
+    except KeyboardInterrupt:
+        if not wrote:
+            if created:
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only when empty
+            raise Interrupted(f"interrupted before anything was written into {out}") from None
+        if phase["name"] == "warm_start" and not resume and (out / svi.CHECKPOINT).exists():
+            phase["name"] = "svi"  # stopped just after the SVI loop, its checkpoint written
+        if phase["name"] == "warm_start":
+            if resume:
+                raise Interrupted(
+                    f"interrupted before the fit resumed: nothing in {out} was lost; resume with "
+                    f"{again}"
+                ) from None
+            run_folder.remove_run_files(out)
+            if created:
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+            where = (
+                f"{out} was removed" if created else f"the files written into {out} were removed"
+            )
+            raise Interrupted(
+                f"interrupted during the warm start, before any SVI step: nothing to resume; "
+                f"{where}"
+            ) from None
+        if phase["name"] == "svi":
+            raise Interrupted(
+                f"interrupted during SVI: the checkpoint is kept in {out}; continue with {again}"
+            ) from None
+        raise Interrupted(
+            f"interrupted during the post-fit evaluation: params.npz and the checkpoint are kept "
+            f"in {out}; {again} finishes the evaluation without refitting"
+        ) from None
+    except BaseException:
+        if created and not wrote:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty
+        if wrote and not resume and phase["name"] != "evaluation":  # nothing worth keeping yet
+            run_folder.remove_run_files(out)
+            if created:
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+        raise
     return metrics
 
 
-def _fit_into(family, config, sessions, folder: Path, *, resume, progress) -> dict | None:
-    """Fit into ``folder``; None when Ctrl-C stopped the fit (after its checkpoint)."""
+def _check_same_problem(family, config, sessions, options, check, out: Path) -> None:
+    """Refuse ``--resume`` with other data or other model options than the run's (the step
+    budget may change); the message names what differs."""
+    from .inference import run_folder
+
+    stored = config.get(run_folder.FINGERPRINT)
+    if not isinstance(stored, dict):
+        return  # a run of an older version: nothing to compare with
+    if stored.get("data_sha256") != check["data_sha256"]:
+        raise UsageError(
+            f"{out}: --resume with other data than the run was fitted to (their sha256 of y and "
+            "mask differ); fit into a new --out"
+        )
+    before = dict(stored.get("options") or {})
+    for key, value in check["options"].items():
+        if before.get(key) == value:
+            continue
+        trial = family.make_config(config["model"], sessions, options={**before, key: value})
+        base = family.make_config(config["model"], sessions, options=before)
+        for c in (trial, base):
+            c.pop("steps", None)
+        if json.dumps(trial, sort_keys=True, default=str) != json.dumps(
+            base, sort_keys=True, default=str
+        ):
+            option = f"--{key.replace('_', '-')}"
+            was = before.get(key, "the default")
+            raise UsageError(
+                f"{out}: --resume with {option} {value} but the run was fitted with {was}; "
+                "fit into a new --out"
+            )
+
+
+def _fit_into(
+    family, config, sessions, folder: Path, *, resume, progress, phase=None
+) -> dict | None:
+    """Fit into ``folder``; None when Ctrl-C stopped the fit (after its checkpoint).
+    ``phase["name"]`` follows the fit: warm_start, svi (SVI ran), evaluation (params saved)."""
     from .inference import runs
     from .inference.diagnostics import elbo_convergence
+    from .inference.run_folder import pause_for_tests
 
+    phase = {} if phase is None else phase
     runs.write_json(folder / runs.CONFIG, config)
     params, result = family.fit(config, sessions, out_dir=folder, progress=progress, resume=resume)
+    phase["name"] = "svi"
     if result.interrupted:
         return None
     runs.save_params(folder / runs.PARAMS, params)
+    phase["name"] = "evaluation"
+    pause_for_tests("evaluation")
     metrics = evaluate_run(
         family, config, params, sessions, horizons=(), num_samples=32, seed=0, warn=False
     )
@@ -243,7 +410,13 @@ def evaluate_run(
 def cmd_fit(args) -> None:
     options = _fit_options(args)
     metrics = fit_run(
-        args.model, args.data, args.out, options, resume=args.resume, progress=not args.quiet
+        args.model,
+        args.data,
+        args.out,
+        options,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
     )
     fit = metrics["fit"]
     print(
@@ -255,14 +428,39 @@ def load_run(run_dir):
     """(family, config, params) of a run folder."""
     from .families import family_of
     from .inference import runs
+    from .inference.run_folder import INCOMPLETE
 
     run_dir = Path(run_dir)
     config = runs.read_config(run_dir)
-    family = family_of(config.get("model", "?"))
-    if not (run_dir / runs.PARAMS).exists():
-        raise UsageError(f"{run_dir}: has no {runs.PARAMS} (an interrupted fit? resume it)")
-    params = runs.load_params(run_dir / runs.PARAMS, family.param_template(config))
+    try:
+        family = family_of(config["model"])
+    except ValueError as e:
+        raise runs.RunError(f"{run_dir / runs.CONFIG}: {e}") from None
+    if not (run_dir / runs.PARAMS).exists() or (run_dir / INCOMPLETE).exists():
+        raise UsageError(
+            f"{run_dir}: the fit did not finish (an interrupted fit? continue it with "
+            f"neurodyn fit ... --out {run_dir} --resume)"
+        )
+    try:
+        template = family.param_template(config)
+    except KeyError as e:  # a config.json edited by hand or of another version
+        raise runs.RunError(f"{run_dir / runs.CONFIG}: missing key {e}") from None
+    params = runs.load_params(run_dir / runs.PARAMS, template)
     return family, config, params
+
+
+def _scorable_horizons(horizons, sessions) -> tuple[tuple, str | None]:
+    """The forecast horizons shorter than every session's trials, and a note naming the others
+    (a forecast needs at least one bin to start from)."""
+    T = min(s.num_timesteps for s in sessions)
+    kept = tuple(k for k in horizons if k < T)
+    dropped = sorted(set(horizons) - set(kept))
+    if not dropped:
+        return kept, None
+    return kept, (
+        f"horizon(s) {', '.join(map(str, dropped))} not scored: the trials have {T} bins, and a "
+        "forecast must start from at least one observed bin"
+    )
 
 
 def cmd_evaluate(args) -> None:
@@ -272,6 +470,7 @@ def cmd_evaluate(args) -> None:
     family, config, params = load_run(args.run)
     sessions = load_sessions(args.data, config.get("likelihood"))
     horizons = tuple(args.horizon) if args.horizon else (1, 5, 10)
+    horizons, horizon_note = _scorable_horizons(horizons, sessions)
     metrics = evaluate_run(
         family,
         config,
@@ -281,6 +480,8 @@ def cmd_evaluate(args) -> None:
         num_samples=args.samples,
         seed=args.seed,
     )
+    if horizon_note:
+        metrics["forecast_r2_note"] = horizon_note
     text = json.dumps(metrics, indent=2, default=float)
     if args.json:
         runs.write_json(args.json, metrics)
@@ -289,8 +490,10 @@ def cmd_evaluate(args) -> None:
 
 def cmd_report(args) -> None:
     from .data import load_sessions
+    from .inference.run_folder import check_out
     from .inference.runs import staged_folder
 
+    check_out(args.out, "report")
     family, config, params = load_run(args.run)
     sessions = load_sessions(args.data, config.get("likelihood"))
     with staged_folder(args.out) as tmp:
@@ -336,7 +539,12 @@ def _ppc(family, config, params, sessions, folder: Path) -> Path:
 def cmd_adapt(args) -> None:
     from .data import load_session
     from .inference import runs
+    from .inference.run_folder import check_out, remove_run_files
 
+    overwrite = getattr(args, "overwrite", False)
+    check_out(args.out, "run", overwrite=overwrite)
+    if Path(args.out).resolve() == Path(args.run).resolve():
+        raise UsageError("--out must differ from the run being adapted")
     family, config, params = load_run(args.run)
     if not hasattr(family, "adapt"):
         raise UsageError(f"adapt applies to the meta-dynamical family, not {config['model']!r}")
@@ -363,6 +571,8 @@ def cmd_adapt(args) -> None:
             tmp / runs.METRICS,
             {"adapt": {"seconds": round(float(result.seconds), 2), "trials": args.trials}},
         )
+        if overwrite:  # the earlier run's files go; the new ones are moved in next
+            remove_run_files(args.out)
     print(
         f"adapted to {session.name} on {args.trials} trials in {result.seconds:.1f} s; "
         f"run in {args.out}/"
@@ -416,7 +626,10 @@ def cmd_check(args) -> None:
     """Simulation-based calibration of a run's guide on trials simulated from the run."""
     from .inference import calibration, runs
     from .inference.diagnostics import rank_histogram_figure
+    from .inference.run_folder import check_out
 
+    if args.out:
+        check_out(args.out, "report")
     family, config, params = load_run(args.run)
     if not hasattr(family, "check"):
         raise UsageError(f"check applies to the switching family, not {config['model']!r}")
@@ -455,9 +668,13 @@ def _fitted_timesteps(run: Path) -> int | None:
 def cmd_demo(args) -> None:
     """Simulate Lorenz, fit srnn, evaluate on held-out trials, write figures, print metrics."""
     from .data import load_session
+    from .inference.run_folder import check_out, is_run
 
     start = time.perf_counter()
     out = Path(args.out)
+    again = is_run(out / "run")  # an earlier demo's folder: its files are replaced
+    if not again:
+        check_out(out, "report")
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     sim = argparse.Namespace(
@@ -471,6 +688,7 @@ def cmd_demo(args) -> None:
         recordings=None,
         test_out=str(data / "test.npz"),
         test_trials=4,
+        overwrite=again,
     )
     cmd_simulate(sim)
     options = dict(
@@ -483,7 +701,9 @@ def cmd_demo(args) -> None:
         seed=args.seed,
         batch_size=None,
     )
-    fit_run("srnn", [data / "train.npz"], out / "run", options, progress=not args.quiet)
+    fit_run(
+        "srnn", [data / "train.npz"], out / "run", options, overwrite=again, progress=not args.quiet
+    )
     family, config, params = load_run(out / "run")
     test = [load_session(data / "test.npz")]
     metrics = evaluate_run(
@@ -508,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="write simulated session files")
     s.add_argument("name", help="lorenz, nascar, limit-cycle, duffing or hopf")
     s.add_argument("--out", required=True, help="a .npz file, or a folder for multi-recording sims")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--likelihood", choices=("gaussian", "poisson"), default="gaussian")
     s.add_argument("--trials", type=_positive, help="trials per recording")
     s.add_argument("--timesteps", type=_positive, help="bins per trial")
@@ -516,6 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recordings", type=_positive, help="recordings (multi-recording simulators)")
     s.add_argument("--test-out", help="also write held-out trials to this .npz (same neurons)")
     s.add_argument("--test-trials", type=_positive, default=4, help="trials for --test-out")
+    s.add_argument("--overwrite", action="store_true", help="replace existing session files")
     s.set_defaults(handler=cmd_simulate)
 
     v = sub.add_parser("convert", help="turn a public recording into session files")
@@ -523,7 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("source", nargs="?", help="file or folder (default: ../shared/data)")
     v.add_argument("--out", required=True, help="a .npz file (a folder for nlb)")
     v.add_argument("--window", type=_positive, default=100, help="frames per widefield window")
-    v.add_argument("--bin-size", type=float, help="seconds per bin (nwb)")
+    v.add_argument("--bin-size", type=_positive_float, help="seconds per bin (nwb)")
+    v.add_argument("--overwrite", action="store_true", help="replace existing session files")
     v.set_defaults(handler=cmd_convert)
 
     f = sub.add_parser("fit", help="fit a model to session files; writes a run folder")
@@ -539,7 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--embedding-dim", type=_positive, help="embedding dimension (meta family)")
     f.add_argument("--rank", type=_positive, help="rank of the hypernetwork change (meta family)")
     f.add_argument("--steps", type=_positive, help="maximum SVI steps")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=_seed, help="random seed (default 0)")
     f.add_argument("--likelihood", choices=("gaussian", "poisson"))
     f.add_argument(
         "--guide", help="guide name (see the model's family) or a user guide as module:function"
@@ -557,6 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the fit in --out (after Ctrl-C or a crash; with --steps, to a new budget)",
     )
+    f.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --out (other files are kept)"
+    )
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(handler=cmd_fit)
 
@@ -566,12 +791,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--trials", type=_positive, required=True)
     a.add_argument("--out", required=True)
     a.add_argument("--steps", type=_positive)
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--seed", type=_seed, default=0)
     a.add_argument(
         "--refine-embedding",
         action="store_true",
         help="also fit a shift of the encoder's embedding for this recording (amortized guide)",
     )
+    a.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     a.set_defaults(handler=cmd_adapt)
 
     e = sub.add_parser("evaluate", help="metrics of a run on session files")
@@ -581,7 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--horizon", type=_positive, action="append", help="forecast horizon (repeatable)"
     )
     e.add_argument("--samples", type=_positive, default=64, help="Monte Carlo samples")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--json", help="also write the metrics to this file")
     e.set_defaults(handler=cmd_evaluate)
 
@@ -598,7 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
         "variance on long trials)",
     )
     c.add_argument("--particles", type=_positive, default=256, help="SMC particles per trial")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--json", help="also write the table to this file")
     c.set_defaults(handler=cmd_compare)
 
@@ -618,14 +844,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--draws", type=_positive, default=99, help="posterior draws per trial")
     k.add_argument("--thin", type=_positive, help="rank every THIN-th bin (default T // 20)")
-    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--seed", type=_seed, default=0)
     k.add_argument("--json", help="also write the numbers to this file")
     k.add_argument("--out", help="folder for rank_histograms.png")
     k.set_defaults(handler=cmd_check)
 
     d = sub.add_parser("demo", help="simulate Lorenz, fit srnn, evaluate, write figures")
     d.add_argument("--out", default="demo_run")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=_seed, default=0)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(handler=cmd_demo)
     return p
@@ -641,6 +867,34 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer in [0, 2**32)")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _check_json_outputs(args) -> None:
+    """``--json`` of evaluate, compare and check is checked before any work."""
+    if getattr(args, "json", None) and args.command in ("evaluate", "compare", "check"):
+        from .inference.run_folder import check_out
+
+        check_out(args.json, "json", option="--json")
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -648,12 +902,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        _check_json_outputs(args)
         args.handler(args)
-    except KeyboardInterrupt:
-        print(
-            "interrupted; a checkpoint was kept where possible (neurodyn fit ... --resume)",
-            file=sys.stderr,
-        )
+    except KeyboardInterrupt as e:
+        print(str(e) if isinstance(e, Interrupted) else "interrupted", file=sys.stderr)
         return 130
     except _user_errors() as e:
         if os.environ.get("NEURODYN_DEBUG"):

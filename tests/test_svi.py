@@ -90,3 +90,64 @@ def test_no_plateau_stop_before_min_steps():
     result = fit(model, guide, {"y": Y}, num_steps=3000, learning_rate=0.05, patience=100,
                  min_steps=2000, seed=0, progress=False)
     assert result.stopped_early and 2000 <= result.steps_run < 3000
+
+
+_MANY_SITES = '''
+import sys
+import numpy as np, numpyro, numpyro.distributions as dist
+from neurodyn.inference.svi import fit
+
+def model(batch, *, num_trials):
+    total = 0.0
+    for i in range(8):
+        total = total + numpyro.sample(f"z{i}", dist.Normal(0.0, 10.0 ** (i % 4)))
+    with numpyro.plate("trials", num_trials):
+        numpyro.sample("y", dist.Normal(total, 1.0).expand([3]).to_event(1), obs=batch["y"])
+
+def guide(batch, *, num_trials):
+    for i in range(8):
+        loc = numpyro.param(f"loc{i}", 0.1 * i)
+        numpyro.sample(f"z{i}", dist.Normal(loc, 0.37))
+
+y = np.random.default_rng(0).normal(2.0, 1.0, (16, 3)).astype(np.float32)
+fit(model, guide, {"y": y}, num_steps=30, seed=2, progress=False, out_dir=sys.argv[1])
+'''
+
+
+def test_the_same_seed_gives_a_bit_equal_loss_csv_in_any_process(tmp_path):
+    """Two processes with different hash seeds (NumPyro sums ELBO sites in set order): the
+    step and loss columns of loss.csv are equal (the seconds column is wall time)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from neurodyn.inference.runs import read_npz
+
+    root = Path(__file__).resolve().parents[1]
+    columns, losses = [], []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        subprocess.run([sys.executable, "-c", _MANY_SITES, str(out)], env=env, check=True,
+                       timeout=300)
+        rows = (out / "loss.csv").read_text().splitlines()
+        columns.append([",".join(r.split(",")[:2]) for r in rows])
+        losses.append(read_npz(out / "checkpoint.npz")["losses"])  # the float32 values
+    assert len(columns[0]) == 31
+    assert columns[0] == columns[1]
+    np.testing.assert_array_equal(losses[0], losses[1])
+
+
+def test_a_fit_into_a_folder_checkpoints_by_default(tmp_path, monkeypatch):
+    """No ``checkpoint_every`` given: a fit with ``out_dir`` still writes checkpoints during the
+    run (seen through the test hook that fires after each one) and a final one."""
+    import neurodyn.inference.svi as svi
+
+    flag = tmp_path / "checkpointed"
+    monkeypatch.setattr(svi, "CHECKPOINT_EVERY", 10)
+    monkeypatch.setenv("NEURODYN_TEST_PAUSE_AT", "svi")
+    monkeypatch.setenv("NEURODYN_TEST_PAUSE_FILE", str(flag))
+    monkeypatch.setenv("NEURODYN_TEST_PAUSE_SECONDS", "0")
+    fit(model, guide, {"y": Y}, num_steps=15, out_dir=tmp_path / "run", progress=False)
+    assert flag.exists() and (tmp_path / "run" / svi.CHECKPOINT).exists()

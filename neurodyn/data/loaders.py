@@ -19,14 +19,37 @@ from .session import Session, SessionError, make_session
 
 def _loadmat(path) -> dict:
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     path = Path(path)
     if not path.exists():
         raise SessionError(f"{path}: no such file")
+    if path.is_dir():
+        raise SessionError(f"{path}: is a folder, expected a MATLAB .mat file")
     try:
-        return loadmat(path)
-    except (ValueError, OSError, NotImplementedError) as e:
-        raise SessionError(f"{path}: not a readable MATLAB file ({e})") from None
+        return _Fields(path, loadmat(path))
+    except (ValueError, OSError, NotImplementedError, MatReadError, TypeError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SessionError(f"{path}: not a readable MATLAB file ({detail})") from None
+
+
+class _Fields(dict):
+    """The arrays of a file; a missing key is a :class:`SessionError` naming file and key."""
+
+    def __init__(self, path, arrays):
+        super().__init__(arrays)
+        self.path = path
+
+    def __missing__(self, key):
+        have = ", ".join(sorted(k for k in self if not str(k).startswith("__")))
+        raise SessionError(
+            f"{self.path}: no array {key!r} (has {have or 'none'}); is it the right kind of file?"
+        )
+
+
+def _shape_check(ok: bool, path, message: str) -> None:
+    if not ok:
+        raise SessionError(f"{path}: {message}; is it the right kind of file?")
 
 
 def runs_of(labels: np.ndarray) -> list[tuple[int, int, int]]:
@@ -89,7 +112,15 @@ def load_dad(data_dir, recording: str, bin_seconds: float = 0.2) -> Session:
             f"unknown DAD recording {recording!r}; choose one of {list(DAD_RECORDINGS)}"
         )
     filename, parts = DAD_RECORDINGS[recording]
-    m = _loadmat(Path(data_dir) / filename)
+    path = Path(data_dir) / filename if Path(data_dir).is_dir() else Path(data_dir)
+    m = _loadmat(path)
+    for p in parts:
+        y_p, x_p, t_p = (np.asarray(m[k + p]) for k in "YXT")
+        _shape_check(
+            y_p.ndim == 2 and x_p.ndim == 2 and t_p.size == len(y_p) == len(x_p),
+            path,
+            f"arrays Y{p}, X{p}, T{p} must be (bins, units), (bins, 2), (bins,) of one length",
+        )
     y = np.concatenate([m["Y" + p] for p in parts]).astype(np.float64)
     if recording.startswith("mihi"):
         y = np.round(y / MIHI_RATE_UNIT)
@@ -127,10 +158,23 @@ def load_widefield(path, window: int = 100, zscore: bool = True) -> Session:
     :func:`widefield_states` (names in ``meta["state_names"]``).
     """
     m = _loadmat(path)
-    x = np.asarray(m["x"], np.float64).T  # (frames, parcels)
+    x, behavior = np.asarray(m["x"]), np.asarray(m["behavior_traces"])
+    _shape_check(
+        x.ndim == 2
+        and behavior.ndim == 2
+        and behavior.shape[0] == 3
+        and behavior.shape[1] == x.shape[1],
+        path,
+        f"'x' {x.shape} and 'behavior_traces' {behavior.shape} must be (parcels, frames) and "
+        "(3, frames)",
+    )
+    _shape_check(
+        x.shape[1] >= window, path, f"{x.shape[1]} frames are fewer than --window {window}"
+    )
+    x = x.astype(np.float64).T  # (frames, parcels)
     if zscore:
         x = (x - x.mean(0)) / x.std(0)
-    behavior = np.asarray(m["behavior_traces"], np.float64).T  # (frames, 3)
+    behavior = behavior.astype(np.float64).T  # (frames, 3)
     labels = widefield_states(behavior[:, 1], behavior[:, 2])
     n = x.shape[0] // window
     cut = slice(0, n * window)
@@ -153,14 +197,30 @@ def load_widefield(path, window: int = 100, zscore: bool = True) -> Session:
 def load_nlb_fixture(path) -> tuple[Session, Session]:
     """The NLB MC_Maze_Small fixture as (source, target) sessions of spike counts; the reach
     intent (2-D, per trial) is repeated over the trial's bins as ``behavior``."""
+    import zipfile
+
     path = Path(path)
     if not path.exists():
         raise SessionError(f"{path}: no such file")
-    with np.load(path) as f:
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array")
+        with npz:
+            f = _Fields(path, {k: npz[k] for k in npz.files})
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise SessionError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
+    if True:  # the arrays are in memory: f is a dict of them
         out = []
         for part in ("source", "target"):
-            y = f[f"{part}_neural"]
-            intent = np.broadcast_to(f[f"{part}_intent"][:, None, :], y.shape[:2] + (2,))
+            y, intent = f[f"{part}_neural"], f[f"{part}_intent"]
+            _shape_check(
+                y.ndim == 3 and intent.shape == (len(y), 2),
+                path,
+                f"'{part}_neural' {y.shape} and '{part}_intent' {intent.shape} must be "
+                "(trials, T, N) and (trials, 2)",
+            )
+            intent = np.broadcast_to(intent[:, None, :], y.shape[:2] + (2,))
             rate = float(f[f"{part}_sample_rate_hz"])
             out.append(
                 make_session(
@@ -203,13 +263,24 @@ def load_nwb(
     path = Path(path)
     if not path.exists():
         raise SessionError(f"{path}: no such file")
-    with NWBHDF5IO(str(path), "r") as io:
-        nwb = io.read()
-        if nwb.units is None or nwb.trials is None:
-            raise SessionError(f"{path}: needs both a units table and a trials table")
-        trials = nwb.trials.to_dataframe()
-        spikes = [np.asarray(nwb.units["spike_times"][i]) for i in range(len(nwb.units))]
-        identifier = nwb.identifier
+    if path.is_dir():
+        raise SessionError(f"{path}: is a folder, expected an .nwb file")
+    try:
+        with NWBHDF5IO(str(path), "r") as io:
+            nwb = io.read()
+            if nwb.units is None or nwb.trials is None:
+                raise SessionError(f"{path}: needs both a units table and a trials table")
+            trials = nwb.trials.to_dataframe()
+            spikes = [np.asarray(nwb.units["spike_times"][i]) for i in range(len(nwb.units))]
+            identifier = nwb.identifier
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        if isinstance(e, SessionError):
+            raise
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SessionError(f"{path}: not a readable NWB file ({detail})") from None
+    for column in (start, stop):
+        if column not in trials:
+            raise SessionError(f"{path}: the trials table has no column {column!r}")
     starts, stops = trials[start].to_numpy(), trials[stop].to_numpy()
     bins = np.ceil((stops - starts) / bin_size - 1e-9).astype(int)
     T, R, N = int(bins.max()), len(starts), len(spikes)

@@ -110,10 +110,14 @@ def make_session(
         raise SessionError(
             f"{where}: 'y' must have shape (trials, T, N), got rank {y.ndim} {y.shape}"
         )
+    if np.iscomplexobj(y):
+        raise SessionError(f"{where}: 'y' is complex ({y.dtype}); give real values")
     if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
         raise SessionError(f"{where}: 'y' must be numeric, got dtype {y.dtype}")
     y = y.astype(np.float64)
     mask = _full_mask(mask, y.shape, where)
+    if not mask.any():
+        raise SessionError(f"{where}: every entry of 'y' is masked out; nothing to fit")
     bad = ~np.isfinite(y) & mask
     if bad.any():
         t = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -134,13 +138,17 @@ def make_session(
             raise SessionError(
                 f"{where}: Poisson likelihood needs integer counts, 'y' has non-integers"
             )
+    observed = y[mask]
+    if observed.size > 1 and (observed == observed[0]).all():
+        raise SessionError(
+            f"{where}: every observed entry of 'y' equals {observed[0]:g}; a constant recording "
+            "carries no dynamics to fit"
+        )
     trials, T, _ = y.shape
     states = _optional(states, "states", (trials, T), where, np.int32)
     behavior = _optional(behavior, "behavior", (trials, T, None), where, np.float32)
     latents = _optional(latents, "latents", (trials, T, None), where, np.float32)
-    dt = float(dt)
-    if not np.isfinite(dt) or dt <= 0:
-        raise SessionError(f"{where}: 'dt' must be a positive number of seconds, got {dt}")
+    dt = _seconds(dt, where)
     return Session(
         y=y.astype(np.float32),
         mask=mask,
@@ -151,6 +159,21 @@ def make_session(
         name=str(name),
         meta=dict(meta or {}),
     )
+
+
+def _seconds(dt, where) -> float:
+    """``dt`` as a positive finite float; :class:`SessionError` naming 'dt' otherwise."""
+    value = np.asarray(dt)
+    if value.ndim != 0:
+        raise SessionError(
+            f"{where}: 'dt' must be a scalar (seconds per bin), got shape {value.shape}"
+        )
+    if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)):
+        raise SessionError(f"{where}: 'dt' must be a number of seconds, got {value.item()!r}")
+    dt = float(value)
+    if not np.isfinite(dt) or dt <= 0:
+        raise SessionError(f"{where}: 'dt' must be a positive number of seconds, got {dt}")
+    return dt
 
 
 def _full_mask(mask, shape, where) -> np.ndarray:
@@ -194,9 +217,14 @@ def load_session(path, likelihood: str | None = None) -> Session:
     if path.is_dir():
         raise SessionError(f"{path}: is a folder, expected a session .npz file")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise SessionError(f"{path}: a single .npy array, expected a session .npz file")
+        with f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        if isinstance(e, SessionError):
+            raise
         raise SessionError(f"{path}: not a readable .npz file ({e.__class__.__name__})") from None
     if not arrays:
         raise SessionError(f"{path}: empty file (no arrays)")
@@ -208,6 +236,10 @@ def load_session(path, likelihood: str | None = None) -> Session:
             meta = json.loads(str(arrays["meta"]))
         except json.JSONDecodeError:
             raise SessionError(f"{path}: 'meta' is not a JSON string") from None
+        if not isinstance(meta, dict):
+            raise SessionError(f"{path}: 'meta' is not a JSON object")
+    if "name" in arrays and arrays["name"].ndim != 0:
+        raise SessionError(f"{path}: 'name' must be a string, got shape {arrays['name'].shape}")
     name = str(arrays["name"]) if "name" in arrays else path.stem
     try:
         return make_session(
@@ -216,7 +248,7 @@ def load_session(path, likelihood: str | None = None) -> Session:
             states=arrays.get("states"),
             behavior=arrays.get("behavior"),
             latents=arrays.get("latents"),
-            dt=float(arrays["dt"]) if "dt" in arrays else 1.0,
+            dt=arrays["dt"] if "dt" in arrays else 1.0,
             name=name,
             meta=meta,
             likelihood=likelihood,

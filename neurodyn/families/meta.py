@@ -25,7 +25,7 @@ from numpyro.infer import Trace_ELBO
 from numpyro.primitives import Messenger
 
 from ..data.session import Session
-from ..guides import guide_option, load_function
+from ..guides import guide_option, load_guide
 from ..guides import meta as guides
 from ..guides.weights import weight_guide
 from ..inference import svi
@@ -84,7 +84,7 @@ def make_config(model: str, sessions: list[Session], *, options: dict | None = N
             raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}")
     if cfg["likelihood"] not in ("gaussian", "poisson"):
         raise ValueError(f"unknown likelihood {cfg['likelihood']!r}; choose gaussian or poisson")
-    cfg["guide"] = guide_option(cfg["guide"], GUIDES)
+    cfg["guide"] = guide_option(cfg["guide"], GUIDES, ("spec", "nets", "priors"))
     if not sessions:
         raise ValueError("no recordings given")
     names = [s.name for s in sessions]
@@ -147,7 +147,7 @@ def program(config: dict):
     modules = {"dynamics": nets.dynamics, "adapter": nets.adapter}
     nets = dataclasses.replace(nets, weight_guide=weight_guide(modules, priors))
     kw = dict(spec=spec, nets=nets, priors=config["priors"])
-    guide_fn = guides.meta_guide if config["guide"] in GUIDES else load_function(config["guide"])
+    guide_fn = guides.meta_guide if config["guide"] in GUIDES else load_guide(config["guide"])
     return (
         functools.partial(models.meta_model, **kw),
         functools.partial(guide_fn, **kw),

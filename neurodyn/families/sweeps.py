@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..inference import comparison, runs, workflow
+from ..inference import comparison, run_folder, runs, workflow
 from ..inference.diagnostics import elbo_convergence
 from ..inference.svi import FitResult
 from . import family_of
@@ -149,6 +149,8 @@ def fit_and_score(
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
     family = family_of(model)
     config = family.make_config(model, list(train_sessions), options=dict(options or {}))
+    if folder is not None:  # a new folder or an earlier run; never a folder of other files
+        run_folder.check_out(folder, "run", option="folder", overwrite=True)
 
     def fit_into(out_dir):
         params, result = family.fit(
@@ -179,6 +181,7 @@ def fit_and_score(
             runs.save_params(tmp / runs.PARAMS, params)
             scores = {**heldout, "elpd": elpd.elpd, "elpd_se": elpd.se}
             runs.write_json(tmp / runs.METRICS, {"fit": _fit_summary(result), "heldout": scores})
+            run_folder.remove_run_files(folder)  # the earlier run's files; tmp's move in next
         folder = Path(folder)
     return Run(model, config, params, result, heldout, elpd, folder)
 

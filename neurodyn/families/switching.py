@@ -45,7 +45,7 @@ import optax
 from numpyro.infer import Trace_ELBO
 
 from ..data import concat_trials
-from ..guides import guide_option, load_function
+from ..guides import guide_option, load_guide
 from ..guides.encoders import TrajectoryEncoder
 from ..guides.switching import GUIDES, GuideTrajectories, switching_guide, weight_guide
 from ..inference import hmm, svi
@@ -140,7 +140,7 @@ def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict
     likelihood = opts.get("likelihood") or _default_likelihood(session.y[session.mask])
     if likelihood not in ("gaussian", "poisson"):
         raise ValueError(f"unknown likelihood {likelihood!r}; choose gaussian or poisson")
-    guide = guide_option(opts["guide"], GUIDES)
+    guide = guide_option(opts["guide"], GUIDES, ("spec", "modules", "priors", "pull"))
     link = opts.get("link", "softplus")
     if link not in LINKS:
         raise ValueError(f"unknown link {link!r}; choose one of {', '.join(LINKS)}")
@@ -217,7 +217,7 @@ def build(config, init: Mapping | None = None):
     if kind in GUIDES:
         guide = functools.partial(switching_guide, **kw, guide=kind)
     else:
-        guide = functools.partial(load_function(kind), **kw)
+        guide = functools.partial(load_guide(kind), **kw)
     return spec, model, guide
 
 

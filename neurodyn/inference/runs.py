@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
+import zipfile
 from pathlib import Path
 
 import jax
@@ -29,30 +28,68 @@ class RunError(ValueError):
 
 
 def save_params(path, params) -> None:
-    """Write a params pytree as an ``.npz`` keyed by pytree paths."""
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    """Write a params pytree as an ``.npz`` keyed by pytree paths (atomically: a temporary file
+    renamed into place)."""
+    save_tree(path, params)
+
+
+def save_tree(path, tree, **extra) -> None:
+    """Write a pytree's leaves (and ``extra`` arrays) as an ``.npz`` keyed by pytree paths,
+    atomically."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     arrays = {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
-    np.savez(path, **arrays)
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **arrays, **extra)
+    os.replace(tmp, path)
 
 
-def load_params(path, template):
-    """Read ``params.npz`` into the structure of ``template`` (same paths and shapes)."""
-    with np.load(path) as f:
-        saved = {k: f[k] for k in f.files}
+def read_npz(path) -> dict:
+    """The arrays of an ``.npz`` (never unpickling anything); ``RunError`` naming the file."""
+    path = Path(path)
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise RunError(f"{path}: a single .npy array, not an .npz file")
+        with f:
+            return {k: f[k] for k in f.files}
+    except RunError:
+        raise
+    except FileNotFoundError:
+        raise RunError(f"{path}: no such file") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise RunError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
+
+
+def load_tree(path, template, saved=None, *, what="parameter"):
+    """Read an ``.npz`` written by :func:`save_tree` into the structure of ``template`` (same
+    paths, shapes and dtypes kinds); ``RunError`` naming the file and key otherwise."""
+    saved = read_npz(path) if saved is None else saved
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     values = []
     for p, v in leaves:
         key = jax.tree_util.keystr(p)
         if key not in saved:
-            raise RunError(
-                f"{path}: parameter {key} is missing; was the run made by another version?"
-            )
+            raise RunError(f"{path}: {what} {key} is missing; was it made by another version?")
         if saved[key].shape != np.shape(v):
             raise RunError(
-                f"{path}: parameter {key} has shape {saved[key].shape}, expected {np.shape(v)}"
+                f"{path}: {what} {key} has shape {saved[key].shape}, expected {np.shape(v)}"
             )
-        values.append(saved[key])
+        want = np.asarray(v).dtype
+        if saved[key].dtype.kind != want.kind and not (
+            saved[key].dtype.kind in "iu" and want.kind in "iu"
+        ):
+            raise RunError(f"{path}: {what} {key} has dtype {saved[key].dtype}, expected {want}")
+        if saved[key].dtype.kind in "fc" and not np.isfinite(saved[key]).all():
+            raise RunError(f"{path}: {what} {key} holds NaN/Inf values")
+        values.append(saved[key].astype(want, copy=False))
     return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def load_params(path, template):
+    """Read ``params.npz`` into the structure of ``template`` (same paths and shapes); NaN/Inf
+    values, a missing key or an unreadable file raise :class:`RunError` naming the file."""
+    return load_tree(path, template)
 
 
 def write_json(path, obj) -> None:
@@ -75,28 +112,23 @@ def read_config(run_dir) -> dict:
     if not path.exists():
         raise RunError(f"{run_dir}: not a run folder (no {CONFIG})")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise RunError(f"{path}: not valid JSON") from None
+    except OSError as e:
+        raise RunError(f"{path}: cannot be read ({e.strerror})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+        raise RunError(f"{path}: not a run config (a JSON object with a 'model' name)")
+    return config
 
 
 @contextlib.contextmanager
 def staged_folder(out_dir):
-    """Yield a temporary folder beside ``out_dir``; on success it replaces ``out_dir``'s
-    contents, on any error it is removed, so nothing half-written is left behind."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    """Yield a staging folder inside ``out_dir``; on success its files are moved into
+    ``out_dir`` (replacing only files of the same names), on any error it is removed, so
+    nothing half-written is left behind and no other file is touched (see
+    :func:`neurodyn.inference.run_folder.staged_files`)."""
+    from .run_folder import staged_files
+
+    with staged_files(out_dir) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        backup = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        os.replace(out_dir, backup)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)

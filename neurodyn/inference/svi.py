@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 import os
-import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,8 +29,12 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.optim import optax_to_numpyro
 
-CHECKPOINT = "checkpoint.pkl"
+from .run_folder import pause_for_tests
+
+CHECKPOINT = "checkpoint.npz"
+OLD_CHECKPOINT = "checkpoint.pkl"  # pickles of older versions: refused, never loaded
 LOSS_CSV = "loss.csv"
+CHECKPOINT_EVERY = 250  # steps between checkpoints when a fit writes into a folder
 
 
 class FitResult(NamedTuple):
@@ -51,6 +55,26 @@ class FitResult(NamedTuple):
     stopped_early: bool
     interrupted: bool
     seconds: float
+
+
+class OrderedTrace_ELBO(Trace_ELBO):
+    """``Trace_ELBO`` with its sites summed in sorted name order.
+
+    NumPyro sums the per-site terms in the order of a ``set`` of site names, which changes with
+    Python's hash seed from one process to the next: the loss (not its gradient, whose terms
+    are independent of the order) then differs in the last bits between two identical fits.
+    Summed in a fixed order, the same seed gives a bit-equal loss curve.
+    """
+
+    def __init__(self, num_particles: int = 1, **kwargs):
+        super().__init__(num_particles=num_particles, sum_sites=False, **kwargs)
+
+    def loss_with_mutable_state(self, *args, **kwargs):
+        out = super().loss_with_mutable_state(*args, **kwargs)
+        loss = out["loss"]
+        if isinstance(loss, dict):
+            loss = sum((loss[k] for k in sorted(loss)), start=jnp.array(0.0))
+        return {**out, "loss": loss}
 
 
 def default_optimizer(learning_rate=1e-2, clip_norm: float | None = 10.0):
@@ -157,10 +181,14 @@ def fit(
         num_trials: full data size; default the leading axis of the first array in ``data``.
         sampler: ``sample(key, data) -> batch``; default :func:`trial_sampler`.
         optimizer: an optax transformation; default :func:`default_optimizer`.
-        loss: a NumPyro ELBO; default ``Trace_ELBO()``.
+        loss: a NumPyro ELBO; default :class:`OrderedTrace_ELBO` (``Trace_ELBO`` summed in a
+            fixed order, so that the same seed gives a bit-equal loss curve in any process).
         patience: stop when :func:`plateaued` says so (checked every chunk); None = never.
         min_steps: never stop on a plateau before this step (e.g. while an annealed term is on).
-        checkpoint_every: write a checkpoint every this many steps (rounded up to a chunk).
+        checkpoint_every: write a checkpoint every this many steps (rounded up to a chunk);
+            default :data:`CHECKPOINT_EVERY` when ``out_dir`` is set. A checkpoint is also
+            written on Ctrl-C and at the end (so that ``resume`` of a finished fit refits
+            nothing).
         out_dir: folder for ``loss.csv`` and checkpoints (None = keep nothing on disk).
         resume: continue from ``out_dir``'s checkpoint; the curve equals the uninterrupted one.
         chunk_size: steps per jitted ``lax.scan`` chunk.
@@ -178,10 +206,12 @@ def fit(
     if devices is not None and len(devices) > 1:
         sampler = _sharded(sampler, devices)
     optimizer = optimizer or default_optimizer(learning_rate, clip_norm)
-    svi = SVI(model, guide, optax_to_numpyro(optimizer), loss or Trace_ELBO())
+    svi = SVI(model, guide, optax_to_numpyro(optimizer), loss or OrderedTrace_ELBO())
     pass_step = _accepts(model, "step") and _accepts(guide, "step")
     data = jax.tree_util.tree_map(jnp.asarray, data)
     out_dir = Path(out_dir) if out_dir is not None else None
+    if checkpoint_every is None and out_dir is not None:
+        checkpoint_every = CHECKPOINT_EVERY
     if checkpoint_every:
         chunk_size = min(chunk_size, checkpoint_every)
 
@@ -204,18 +234,22 @@ def fit(
         svi_key, sampler(sample_key, data), init_params=init_params, **kwargs_at(jnp.asarray(0))
     )
     losses = np.zeros((0,), np.float32)
+    done = False
     if resume:
-        state, losses = _load_checkpoint(out_dir)
+        state, losses, saved = _load_checkpoint(out_dir, state)
+        # a fit that ended by its plateau rule with this budget is not continued
+        done = bool(saved.get("stopped_early")) and saved.get("num_steps") == num_steps
+    stopped_early = done
     if devices is not None and len(devices) > 1:
         state = jax.device_put(state, _replicated(devices))
     step0 = len(losses)
     writer = _LossWriter(out_dir, step0, resume) if out_dir is not None else None
     bar = _progress_bar(progress, num_steps, step0)
-    stopped_early = interrupted = False
+    interrupted = False
     last_checkpoint = step0
     try:
         step = step0
-        while step < num_steps:
+        while step < num_steps and not done:
             n = min(chunk_size - step % chunk_size, num_steps - step)
             state, chunk_losses = run_chunk(state, jnp.arange(step, step + n))
             chunk_losses = np.asarray(chunk_losses)
@@ -232,6 +266,7 @@ def fit(
             if out_dir and checkpoint_every and step - last_checkpoint >= checkpoint_every:
                 _save_checkpoint(out_dir, state, losses)
                 last_checkpoint = step
+                pause_for_tests("svi")
             if patience and step >= min_steps and plateaued(losses, patience, min_delta):
                 stopped_early = True
                 break
@@ -244,8 +279,8 @@ def fit(
             bar.close()
         if writer:
             writer.close()
-    if out_dir is not None and checkpoint_every and not interrupted:
-        _save_checkpoint(out_dir, state, losses)
+    if out_dir is not None and not interrupted:  # the final state: --resume need not refit
+        _save_checkpoint(out_dir, state, losses, stopped_early=stopped_early, num_steps=num_steps)
     params = jax.device_get(svi.get_params(state))
     return FitResult(
         params=params,
@@ -292,19 +327,45 @@ class _LossWriter:
         self.file.close()
 
 
-def _save_checkpoint(out_dir: Path, state, losses) -> None:
+def _save_checkpoint(out_dir: Path, state, losses, **info) -> None:
+    """Write ``checkpoint.npz``: the SVI state's leaves keyed by pytree path, ``losses`` and a
+    JSON string ``info`` (plain arrays only: loading it can run no code)."""
+    from .runs import save_tree
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (CHECKPOINT + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump({"state": jax.device_get(state), "losses": np.asarray(losses)}, f)
-    os.replace(tmp, out_dir / CHECKPOINT)
+    save_tree(
+        out_dir / CHECKPOINT,
+        jax.device_get(state),
+        losses=np.asarray(losses),
+        info=np.str_(json.dumps(info)),
+    )
 
 
-def _load_checkpoint(out_dir: Path | None):
+def _load_checkpoint(out_dir: Path | None, template):
+    """(state, losses, info) from ``checkpoint.npz``, put into ``template`` (the state that
+    ``svi.init`` builds: same paths, shapes and dtypes). An old ``checkpoint.pkl`` is refused
+    without being read."""
+    from .runs import RunError, load_tree, read_npz
+
     path = (out_dir or Path(".")) / CHECKPOINT
+    if out_dir is not None and not path.exists() and (out_dir / OLD_CHECKPOINT).exists():
+        raise RunError(
+            f"{out_dir / OLD_CHECKPOINT}: a pickled checkpoint of an older version is not loaded "
+            "(unpickling can run code); refit with --overwrite"
+        )
     if out_dir is None or not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    with open(path, "rb") as f:
-        saved = pickle.load(f)
-    state = jax.tree_util.tree_map(jnp.asarray, saved["state"])
-    return state, saved["losses"]
+    saved = read_npz(path)
+    for key in ("losses", "info"):
+        if key not in saved:
+            raise RunError(f"{path}: not a checkpoint (no {key!r})")
+    try:
+        info = json.loads(str(saved.pop("info")))
+    except ValueError:
+        raise RunError(f"{path}: 'info' is not a JSON string") from None
+    losses = saved.pop("losses")
+    if losses.ndim != 1 or not np.isfinite(losses).all():
+        raise RunError(f"{path}: 'losses' is not a finite 1-d array")
+    state = load_tree(path, jax.device_get(template), saved, what="state leaf")
+    state = jax.tree_util.tree_map(jnp.asarray, state)
+    return state, losses, info if isinstance(info, dict) else {}
