@@ -249,9 +249,26 @@ def evaluate_run(
         num_replicates=replicates,
     )
     metrics.update(heldout)
+    _note_undefined_r2(metrics)
     for line in workflow.heldout_warnings(heldout) if warn else ():
         print(f"warning: {line}", file=sys.stderr)
     return metrics
+
+
+def _note_undefined_r2(metrics: dict) -> None:
+    """Put the reason beside each r^2 that is NaN (``<key>_note``), for the strict JSON."""
+    from .inference.metrics import R2_UNDEFINED
+
+    def undefined(value):
+        return isinstance(value, float) and not np.isfinite(value)
+
+    for key, value in list(metrics.items()):
+        if key.endswith("r2") and undefined(value):
+            metrics[f"{key}_note"] = R2_UNDEFINED
+    forecast = metrics.get("forecast_r2")
+    for horizon, value in list(forecast.items()) if isinstance(forecast, dict) else ():
+        if undefined(value):
+            forecast[f"{horizon}_note"] = R2_UNDEFINED
 
 
 def cmd_fit(args) -> None:

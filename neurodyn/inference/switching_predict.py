@@ -77,6 +77,7 @@ def trajectory_samples(fitted: Fitted, y, mask, num_samples: int, key):
 SMC_GUIDES = ("dkf", "meanfield")
 SMC_PROPOSALS = ("auto", "optimal", "mixture", "guide")
 DEFENSIVE_WEIGHT = 0.5  # share of the model's transition prior in the "mixture" proposal
+ESS_THRESHOLD = 0.5  # resample when the effective sample size falls below this share
 
 
 def optimal_applies(spec) -> bool:
@@ -215,12 +216,12 @@ def smc_log_marginals(
         from_prior = means[jnp.arange(P), k] + scale[k] * eps
         h = jnp.where(jax.random.uniform(k_pick, (P, 1)) < a, from_q, from_prior)
         log_prior, log_alpha = prior_log_prob(h, means, log_pred, scale)
-        log_q = q.log_prob(h).sum(-1)
-        if a < 1.0:
-            log_r = jnp.logaddexp(jnp.log(a) + log_q, jnp.log1p(-a) + log_prior)
-        else:
-            log_r = log_q
-        return h, log_prior, log_r, log_alpha
+        return h, log_prior, mixture_log_prob(q.log_prob(h).sum(-1), log_prior), log_alpha
+
+    def mixture_log_prob(log_q, log_prior):  # [P], [P] -> log r(h) [P]
+        if a == 1.0:
+            return log_q
+        return jnp.logaddexp(jnp.log(a) + log_q, jnp.log1p(-a) + log_prior)
 
     def one_trial(key, y, mask, features):
         def init(key, P):
@@ -231,9 +232,13 @@ def smc_log_marginals(
                 h, log_w = adapted(key, means, jnp.zeros((P, 1)), scale, y[0], mask[0])
                 return (h, log_alpha), log_w
             q = guide_dist(jnp.zeros((P, D)), features[0])
-            h = q.sample(key)
-            log_p = g.initial.log_prob(h).sum(-1) + emission(h, y[0], mask[0])
-            return (h, log_alpha), log_p - q.log_prob(h).sum(-1)
+            k_pick, k_q, k_p = jax.random.split(key, 3)
+            h = jnp.where(
+                jax.random.uniform(k_pick, (P, 1)) < a, q.sample(k_q), g.initial.sample(k_p, (P, D))
+            )
+            log_prior = g.initial.log_prob(h).sum(-1)
+            log_r = mixture_log_prob(q.log_prob(h).sum(-1), log_prior)
+            return (h, log_alpha), log_prior + emission(h, y[0], mask[0]) - log_r
 
         def step(key, particles, t):
             h_prev, log_alpha = particles
@@ -248,7 +253,7 @@ def smc_log_marginals(
             h, log_prior, log_r, log_alpha = mixed(key, q, means, log_pred, g.process_scale)
             return (h, log_alpha), log_prior + emission(h, y[t], mask[t]) - log_r
 
-        return smc.log_marginal(key, init, step, y.shape[0], num_particles)
+        return smc.log_marginal(key, init, step, y.shape[0], num_particles, ESS_THRESHOLD)
 
     B = y.shape[0]
     run = jax.vmap(one_trial)

@@ -147,6 +147,10 @@ def heldout_score(
             "heldout_loglik_mcse": found["heldout_loglik_mcse_smc"],
             **{key: found[key] for key in SMC_KEYS},
         }
+        if not np.isfinite(metrics["heldout_loglik_mcse"]):
+            metrics["heldout_loglik_mcse_note"] = (
+                "one replicate: no spread to estimate the Monte Carlo error from (use 2 or more)"
+            )
         return metrics, comparison.smc_score(log_marginals, mcse, found)
     problem = family.problem(config, params, sessions)
     with warnings.catch_warnings():
