@@ -45,11 +45,13 @@ def _set(module, **values):
     return module
 
 
-def linear_run(model, y, mask, A, b, q, C, d, r, pi=None, trans=None):
-    """(config, params) of a linear ``model`` run (lds or slds) with the given parameters."""
+def linear_run(model, y, mask, A, b, q, C, d, r, pi=None, trans=None, guide="dkf"):
+    """(session, config, params) of a linear ``model`` run (lds or slds) with the given
+    parameters."""
     session = make_session(y, mask)
     K, D = A.shape[0], A.shape[-1]
-    options = dict(latent_dim=D, likelihood="gaussian", **({"states": K} if K > 1 else {}))
+    options = dict(latent_dim=D, likelihood="gaussian", guide=guide)
+    options.update({"states": K} if K > 1 else {})
     config = family.make_config(model, [session], options=options)
     params = family.param_template(config)
     params["dynamics$params"] = _set(params["dynamics$params"], W=A, b=b)
@@ -81,14 +83,16 @@ def simulate(rng, B, T, A, b, q, C, d, r, pi=None, trans=None):
 
 
 def test_lds_smc_matches_the_kalman_filter_with_missing_neurons():
-    """K = 1: the fully adapted proposal, with masked neurons and a fully masked bin."""
+    """K = 1: the fully adapted proposal, with masked neurons and a fully masked bin. It needs
+    no guide: SMC applies to a run with a delta guide."""
     rng = np.random.default_rng(0)
     D, N = 2, 4
     A = np.array([[[0.95, -0.2], [0.2, 0.95]]])
     b, q = np.array([[0.1, -0.05]]), np.array([[0.3, 0.2]])
     C, d, r = rng.normal(size=(D, N)), rng.normal(size=N), np.full(N, 0.4)
     y, mask = simulate(rng, 3, 40, A, b, q, C, d, r)
-    session, config, params = linear_run("lds", y, mask, A, b, q, C, d, r)
+    session, config, params = linear_run("lds", y, mask, A, b, q, C, d, r, guide="delta")
+    assert family.supports_smc(config)
     pooled = family.heldout_smc(config, params, [session], num_particles=64, seed=0)[1]
     exact = np.array([kalman(y[i], mask[i], [0] * 40, A, b, q, C, d, r) for i in range(3)])
     assert np.all(np.abs(pooled - exact) < 0.5), (pooled, exact)
