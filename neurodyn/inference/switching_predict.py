@@ -135,11 +135,12 @@ def smc_log_marginals(
       p(s_t = k | h_{1:t-1}), the filtered states pushed through the possibly recurrent
       transitions), in information form so that masked neurons drop out and a fully masked bin
       is the prior step. The incremental weight is the mixture's normaliser log sum_k pred_k
-      N(y_t; ...), whatever h_t is drawn. The first bin uses the model's initial distribution
-      (when it is Normal; otherwise the guide's first bin).
+      N(y_t; ...), whatever h_t is drawn. The first bin is the same step from the model's
+      initial distribution when that is Normal (else it is drawn as in ``"mixture"``).
     * ``"mixture"``: r = a q(h_t | ...) + (1 - a) p(h_t | h_{1:t-1}), the guide's per-bin
       Gaussian (``dkf``: given h_{t-1}; ``meanfield``: given the bin's features) with the
-      transition prior as a defensive component, a = 1 - :data:`DEFENSIVE_WEIGHT`.
+      transition prior as a defensive component, a = 1 - :data:`DEFENSIVE_WEIGHT` (the first
+      bin: the guide mixed with the initial distribution).
     * ``"guide"``: the guide's per-bin Gaussian alone.
 
     y, mask: [B, T, N]. The fitted globals (MAP values) are held fixed; a run with weight priors
