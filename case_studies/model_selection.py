@@ -74,6 +74,7 @@ def khat_summary(run) -> dict:
 def rows(table) -> dict:
     columns = ["rank", "elpd", "se", "elpd_diff", "dse", "weight", "khat_max"]
     columns.append("khat_share_above_0.7")
+    columns = [c for c in columns if c in table]  # no k columns for SMC-ranked tables
     return {str(n): {c: float(table.loc[n, c]) for c in columns} for n in table.index}
 
 

@@ -383,28 +383,59 @@ def _fit_into(
 
 
 def evaluate_run(
-    family, config, params, sessions, *, horizons, num_samples, seed, warn=True
+    family,
+    config,
+    params,
+    sessions,
+    *,
+    horizons,
+    num_samples,
+    seed,
+    warn=True,
+    estimator="auto",
+    particles=None,
+    replicates=None,
 ) -> dict:
-    """The family's metrics plus the held-out log-likelihood per bin and its Pareto k
-    (printing a warning when k > 0.7, if ``warn``)."""
-    import warnings
-
+    """The family's metrics plus the held-out log-likelihood per bin, its Monte Carlo error and
+    its estimator's diagnostics (:func:`neurodyn.inference.workflow.heldout_score`, the same
+    numbers ``compare`` ranks), printing one warning line per reason to distrust them if
+    ``warn``."""
     from .inference import workflow
 
     metrics = family.evaluate(
         config, params, sessions, horizons=horizons, num_samples=num_samples, seed=seed
     )
-    problem = family.problem(config, params, sessions)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        heldout, _ = workflow.heldout(problem, num_samples=max(num_samples, 32), seed=seed)
+    heldout, _ = workflow.heldout_score(
+        family,
+        config,
+        params,
+        sessions,
+        estimator=estimator,
+        seed=seed,
+        num_particles=particles,
+        num_replicates=replicates,
+    )
     metrics.update(heldout)
-    if family.supports_smc(config):
-        metrics.update(family.heldout_smc(config, params, sessions, seed=seed)[0])
-    for w in caught if warn else ():
-        if issubclass(w.category, UserWarning) and "Pareto k" in str(w.message):
-            print(f"warning: {w.message}", file=sys.stderr)
+    _note_undefined_r2(metrics)
+    for line in workflow.heldout_warnings(heldout) if warn else ():
+        print(f"warning: {line}", file=sys.stderr)
     return metrics
+
+
+def _note_undefined_r2(metrics: dict) -> None:
+    """Put the reason beside each r^2 that is NaN (``<key>_note``), for the strict JSON."""
+    from .inference.metrics import R2_UNDEFINED
+
+    def undefined(value):
+        return isinstance(value, float) and not np.isfinite(value)
+
+    for key, value in list(metrics.items()):
+        if key.endswith("r2") and undefined(value):
+            metrics[f"{key}_note"] = R2_UNDEFINED
+    forecast = metrics.get("forecast_r2")
+    for horizon, value in list(forecast.items()) if isinstance(forecast, dict) else ():
+        if undefined(value):
+            forecast[f"{horizon}_note"] = R2_UNDEFINED
 
 
 def cmd_fit(args) -> None:
@@ -479,10 +510,13 @@ def cmd_evaluate(args) -> None:
         horizons=horizons,
         num_samples=args.samples,
         seed=args.seed,
+        estimator=args.estimator,
+        particles=args.particles,
+        replicates=args.replicates,
     )
     if horizon_note:
         metrics["forecast_r2_note"] = horizon_note
-    text = json.dumps(metrics, indent=2, default=float)
+    text = runs.json_text(metrics)
     if args.json:
         runs.write_json(args.json, metrics)
     print(text)
@@ -594,32 +628,37 @@ def cmd_compare(args) -> None:
         loaded[name] = (family, config, params, sessions)
     if len(loaded) < 2:
         raise UsageError("compare needs at least two runs")
-    if args.estimator == "smc":
-        elpds = {}
-        for name, (family, config, params, sessions) in loaded.items():
-            if not family.supports_smc(config):
-                raise UsageError(
-                    f"{name}: --estimator smc needs a meta run or a switching run with a dkf "
-                    "or meanfield guide"
-                )
-            _, log_marginals = family.heldout_smc(
-                config, params, sessions, num_particles=args.particles, seed=args.seed
+    scores = {}
+    for name, (family, config, params, sessions) in loaded.items():
+        try:
+            heldout, scores[name] = workflow.heldout_score(
+                family,
+                config,
+                params,
+                sessions,
+                estimator=args.estimator,
+                seed=args.seed,
+                num_particles=args.particles,
+                num_replicates=args.replicates,
+                num_samples=args.samples or workflow.HELDOUT_SAMPLES,
             )
-            elpds[name] = comparison.smc_elpd(log_marginals, args.particles)
-        table = comparison.compare(elpds)
-    else:
-        problems = {n: f.problem(c, p, s) for n, (f, c, p, s) in loaded.items()}
-        table = workflow.compare_runs(problems, num_samples=args.samples, seed=args.seed)
-    columns = ["rank", "elpd", "se", "elpd_diff", "dse", "weight", "khat_max"]
-    columns.append("khat_share_above_0.7")
-    print(table[columns].to_string(float_format=lambda x: f"{x:.2f}"))
-    if (table["khat_max"] > 0.7).any():
+        except ValueError as e:
+            raise UsageError(f"{name}: {e}") from None
+        for line in workflow.heldout_warnings(heldout):
+            print(f"warning: {name}: {line}", file=sys.stderr)
+    table = comparison.compare(scores)
+    columns = ["rank", "elpd", "se", "elpd_diff", "dse", "weight", "mcse", "estimator"]
+    columns += [c for c in ("khat_max", "khat_share_above_0.7", "ess_fraction_min") if c in table]
+    print(table[columns].to_string(float_format=lambda x: f"{x:.2f}", na_rep="-"))
+    imprecise = comparison.imprecise_differences(table)
+    if imprecise:
         print(
-            "warning: Pareto k > 0.7 for some runs: their elpd estimates are unreliable",
+            f"warning: the Monte Carlo error of elpd_diff exceeds a quarter of its dse for "
+            f"{', '.join(imprecise)}: use more particles or replicates before trusting the order",
             file=sys.stderr,
         )
     if args.json:
-        runs.write_json(args.json, table[columns].to_dict(orient="index"))
+        runs.write_json(args.json, table[columns + ["mcse_diff"]].to_dict(orient="index"))
 
 
 def cmd_check(args) -> None:
@@ -806,26 +845,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--horizon", type=_positive, action="append", help="forecast horizon (repeatable)"
     )
-    e.add_argument("--samples", type=_positive, default=64, help="Monte Carlo samples")
+    e.add_argument(
+        "--samples", type=_positive, default=64, help="Monte Carlo samples of the metrics"
+    )
     e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--json", help="also write the metrics to this file")
+    _heldout_arguments(e)
     e.set_defaults(handler=cmd_evaluate)
 
     c = sub.add_parser("compare", help="compare runs by held-out elpd")
     c.add_argument("runs", nargs="+")
     c.add_argument("--data", required=True, nargs="+")
-    c.add_argument("--samples", type=_positive, default=200, help="importance samples per trial")
     c.add_argument(
-        "--estimator",
-        choices=("importance", "smc"),
-        default="importance",
-        help="held-out log p(y) per trial by PSIS importance sampling (any run, with Pareto k) "
-        "or by sequential Monte Carlo (switching runs with a dkf or meanfield guide; far less "
-        "variance on long trials)",
+        "--samples",
+        type=_positive,
+        help="importance samples per trial, where importance sampling is used (default 200, "
+        "as evaluate)",
     )
-    c.add_argument("--particles", type=_positive, default=256, help="SMC particles per trial")
     c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--json", help="also write the table to this file")
+    _heldout_arguments(c)
     c.set_defaults(handler=cmd_compare)
 
     r = sub.add_parser("report", help="PNG figures of a run on session files")
@@ -855,6 +894,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(handler=cmd_demo)
     return p
+
+
+def _heldout_arguments(parser) -> None:
+    """The held-out estimator's options, the same for evaluate and compare."""
+    parser.add_argument(
+        "--estimator",
+        choices=("auto", "smc", "importance"),
+        default="auto",
+        help="held-out log p(y) per trial: auto (default) uses sequential Monte Carlo where it "
+        "applies (switching runs with a latent; meta runs) and otherwise importance sampling "
+        "(exact for hmm); the output names the estimator used",
+    )
+    parser.add_argument(
+        "--particles", type=_positive, help="SMC particles per replicate (default 256)"
+    )
+    parser.add_argument(
+        "--replicates",
+        type=_positive,
+        help="independent SMC runs per trial (default 4), pooled; their spread gives the Monte "
+        "Carlo error",
+    )
 
 
 def _positive(text: str) -> int:

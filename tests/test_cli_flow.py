@@ -89,14 +89,30 @@ def test_evaluate_writes_the_metrics(flow, capsys):
         "state_balanced_error",
         "elbo_per_bin",
         "heldout_loglik_per_bin",
-        "psis_khat",
-        "heldout_loglik_per_bin_smc",
-        "smc_min_ess",
+        "heldout_loglik_mcse",
+        "smc_min_ess_fraction",
+        "smc_ess_fraction_median_trial_min",
     ):
         assert key in metrics, key
     assert set(metrics["forecast_r2"]) == {"2"}
-    assert np.isfinite(metrics["heldout_loglik_per_bin"])
-    assert np.isfinite(metrics["heldout_loglik_per_bin_smc"]) and metrics["smc_min_ess"] > 0
+    # SMC by default where it applies, and the output says so; no Pareto k then
+    assert metrics["heldout_estimator"] == "smc" and "psis_khat" not in metrics
+    assert metrics["smc_proposal"] == "optimal"
+    assert np.isfinite(metrics["heldout_loglik_per_bin"]) and metrics["heldout_loglik_mcse"] >= 0
+    assert 0 < metrics["smc_min_ess_fraction"] <= metrics["smc_ess_fraction_median_trial_min"]
+    assert metrics["smc_particles"] == 256 and metrics["smc_replicates"] == 4
+
+
+def test_evaluate_by_importance_sampling_and_exactly_for_hmm(flow, capsys):
+    for run, estimator in (("srnn", "importance"), ("hmm", "exact")):
+        out = flow / f"{run}_is.json"
+        args = ["evaluate", str(flow / run), str(flow / "test.npz"), "--json", str(out)]
+        assert main(args + ["--horizon", "2", "--estimator", "importance"]) == 0
+        metrics = json.loads(out.read_text())
+        assert metrics["heldout_estimator"] == estimator and "psis_khat" in metrics
+        assert np.isfinite(metrics["heldout_loglik_mcse"])
+        if estimator == "exact":
+            assert metrics["heldout_loglik_mcse"] == 0
 
 
 def test_report_and_compare(flow, capsys):
@@ -128,7 +144,12 @@ def test_report_and_compare(flow, capsys):
         == 0
     )
     table = json.loads((flow / "c.json").read_text())
-    assert set(table) == {"srnn", "hmm"} and {"elpd", "se", "khat_max"} <= set(table["srnn"])
+    assert set(table) == {"srnn", "hmm"} and {"elpd", "se", "mcse"} <= set(table["srnn"])
+    # each run by the estimator that applies: SMC for srnn, the exact value for hmm
+    assert table["srnn"]["estimator"] == "smc" and table["hmm"]["estimator"] == "exact"
+    assert table["hmm"]["mcse"] == 0 and table["srnn"]["mcse"] > 0
+    assert "ess_fraction_min" in table["srnn"] and "khat_max" not in table["srnn"]
+    assert "NaN" not in capsys.readouterr().out
 
 
 def test_compare_by_smc(flow, capsys):
@@ -144,6 +165,15 @@ def test_compare_by_smc(flow, capsys):
     # the same run twice, the same particles' seed: equal elpd, nothing between them
     assert table["srnn"]["elpd"] == pytest.approx(table["srnn_twin"]["elpd"])
     assert np.isfinite(table["srnn"]["elpd"]) and table["srnn"]["elpd_diff"] == 0
+    capsys.readouterr()
+    # compare and evaluate report the same numbers for the same run, data and seed
+    assert main(args + ["--json", str(out)]) == 0
+    table = json.loads(out.read_text())
+    m = json.loads((flow / "m.json").read_text())
+    bins = 3 * 30
+    assert table["srnn"]["elpd"] == pytest.approx(m["heldout_loglik_per_bin"] * bins, rel=1e-5)
+    assert table["srnn"]["mcse"] == pytest.approx(m["heldout_loglik_mcse"] * bins, rel=1e-5)
+    assert table["srnn"]["ess_fraction_min"] == pytest.approx(m["smc_min_ess_fraction"])
     capsys.readouterr()
     # hmm's likelihood is exact already: SMC is refused in one line
     bad = ["compare", str(flow / "srnn"), str(flow / "hmm"), "--data", str(flow / "test.npz")]

@@ -179,3 +179,28 @@ def loo_problem_with(model_fn, guide, y):
         model_kwargs={"num_trials": len(y)},
         num_observed_bins=len(y),
     )
+
+
+def test_smc_scores_get_mcse_and_ess_columns_and_no_k_columns():
+    """SMC scores: no Pareto-k columns (no NaN ones), an mcse and an ESS column; a difference
+    whose Monte Carlo error exceeds a quarter of its dse is flagged, a precise one is not."""
+    from neurodyn.inference.comparison import HeldoutScore, imprecise_differences, smc_elpd
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(-3.0, 1.0, 20), rng.normal(-3.5, 1.0, 20)
+
+    def table(mcse):
+        scores = {
+            name: HeldoutScore(smc_elpd(v, 64), "smc", mcse, 0.3)
+            for name, v in {"a": a, "b": b}.items()
+        }
+        return compare(scores)
+
+    precise = table(0.01)
+    assert "khat_max" not in precise and "khat_share_above_0.7" not in precise
+    assert list(precise["estimator"]) == ["smc", "smc"]
+    assert np.isfinite(precise[["elpd", "se", "dse", "mcse", "ess_fraction_min"]]).all().all()
+    assert precise.loc["b", "mcse_diff"] == pytest.approx(np.hypot(0.01, 0.01))
+    assert imprecise_differences(precise) == []
+    noisy = table(10.0)
+    assert imprecise_differences(noisy) == ["b"], noisy[["dse", "mcse_diff"]]

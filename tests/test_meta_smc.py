@@ -54,11 +54,11 @@ def test_smc_matches_the_kalman_filter_and_tightens_with_particles(random_walk_r
     config, params, sessions, exact = random_walk_run
     errors = {}
     for particles in (64, 2048):
-        metrics, log_marginals = fam.heldout_smc(
-            config, params, sessions, num_particles=particles, seed=1
+        metrics, log_marginals, _ = fam.heldout_smc(
+            config, params, sessions, num_particles=particles, num_replicates=1, seed=1
         )
         assert log_marginals.shape == exact.shape
-        assert 0 < metrics["smc_min_ess"] <= particles
+        assert 0 < metrics["smc_min_ess_fraction"] <= 1
         errors[particles] = log_marginals - exact
     # nats per 15-bin trial: unbiased (errors of both signs) and within Monte Carlo error
     assert np.abs(errors[2048]).mean() < 0.15, errors[2048]
@@ -72,7 +72,9 @@ def test_smc_matches_the_kalman_filter_and_tightens_with_particles(random_walk_r
 
 def test_smc_is_closer_to_exact_than_importance_sampling(random_walk_run):
     config, params, sessions, exact = random_walk_run
-    _, smc = fam.heldout_smc(config, params, sessions, num_particles=1024, seed=0)
+    _, smc, _ = fam.heldout_smc(
+        config, params, sessions, num_particles=1024, num_replicates=1, seed=0
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         problem = fam.problem(config, params, sessions)
@@ -95,6 +97,7 @@ def test_every_meta_configuration_supports_smc(model, guide, likelihood):
     config = fam.make_config(model, sessions, options=options)
     assert fam.supports_smc(config)
     params, _ = fam.fit(config, sessions, progress=False)
-    metrics, log_marginals = fam.heldout_smc(config, params, sessions, num_particles=8)
+    metrics, log_marginals, mcse = fam.heldout_smc(config, params, sessions, num_particles=8)
     assert np.isfinite(log_marginals).all() and log_marginals.shape == (6,)
     assert np.isfinite(metrics["heldout_loglik_per_bin_smc"])
+    assert np.isfinite(mcse).all() and mcse.shape == (6,)

@@ -685,23 +685,36 @@ def supports_smc(config) -> bool:
     return config["guide"] in GUIDES
 
 
-def heldout_smc(config, params, sessions, *, num_particles: int = 256, seed: int = 0):
+def heldout_smc(
+    config,
+    params,
+    sessions,
+    *,
+    num_particles: int | None = None,
+    num_replicates: int | None = None,
+    seed: int = 0,
+):
     """Per-trial held-out log p(y_ij) = log int q(e_i) p(y_ij | e_i) de_i by sequential Monte
     Carlo (:mod:`neurodyn.inference.meta_smc`): the quantity importance sampling estimates, with
     a variance that grows about linearly in T instead of degenerating on long trials.
+    ``num_replicates`` independent runs of ``num_particles`` (defaults
+    :data:`neurodyn.inference.smc.NUM_PARTICLES`, ``NUM_REPLICATES``) are pooled by
+    :func:`neurodyn.inference.smc.pool_replicates`.
 
-    Returns (metrics, log_marginals (trials,), recordings' real trials in order):
-    ``heldout_loglik_per_bin_smc`` (sum / observed bins) and ``smc_min_ess`` (the smallest
-    effective sample size of any trial's particles at any bin, out of ``num_particles``).
-    Weights with a prior are taken at their posterior median.
+    Returns (metrics, log_marginals (trials,), mcse (trials,)), the recordings' real trials in
+    order; ``metrics`` as in ``pool_replicates`` plus ``smc_proposal`` (``"optimal"`` with
+    Gaussian observations, else ``"guide"``). Weights with a prior are taken at their
+    posterior median.
     """
-    from ..inference import meta_smc
+    from ..inference import meta_smc, smc
 
     if not supports_smc(config):
         raise ValueError(
             f"SMC needs the package's guides ({', '.join(GUIDES)}), whose per-bin proposals it "
             f"uses; this run's guide is {config['guide']!r}: use importance sampling instead"
         )
+    P = num_particles or smc.NUM_PARTICLES
+    R = num_replicates or smc.NUM_REPLICATES
     config, params = _at_weight_medians(config, params)
     model, guide, spec, nets = program(config)
     batch = jax.tree_util.tree_map(jnp.asarray, stack_sessions(config, sessions))
@@ -709,15 +722,11 @@ def heldout_smc(config, params, sessions, *, num_particles: int = 256, seed: int
     trials = meta_smc.guide_proposals(model, guide, params, batch, key_guide)
     dynamics, adapter = _fitted_networks(nets, params)
     estimate = meta_smc.log_marginals(
-        spec, dynamics, adapter, params, config["priors"], trials, num_particles, key_smc
+        spec, dynamics, adapter, params, config["priors"], trials, P, key_smc, R
     )
-    log_marginals = np.asarray(estimate.log_marginal, np.float64)
-    bins = observed_bins(batch)
-    metrics = {
-        "heldout_loglik_per_bin_smc": float(log_marginals.sum() / bins),
-        "smc_min_ess": float(np.asarray(estimate.ess).min()),
-    }
-    return metrics, log_marginals
+    pooled = smc.pool_replicates(estimate, P, observed_bins(batch))
+    proposal = "optimal" if spec.likelihood == "gaussian" else "guide"
+    return {**pooled.metrics, "smc_proposal": proposal}, pooled.log_marginals, pooled.mcse
 
 
 def _at_weight_medians(config, params):

@@ -165,7 +165,7 @@ def fit_and_score(
         elpd = comparison.heldout_elpd(estimate)
         heldout["psis_khat_per_trial"] = [float(k) for k in np.ravel(estimate.khat)]
         if estimator == "smc":
-            smc, log_marginals = family.heldout_smc(
+            smc, log_marginals, _ = family.heldout_smc(
                 config, params, list(test_sessions), num_particles=num_particles, seed=seed
             )
             heldout = {**heldout, **smc}
@@ -248,7 +248,7 @@ def _summary(fitted: Mapping[str, Run], table: pd.DataFrame) -> pd.DataFrame:
         rows[name] = {
             "model": run.model,
             **setting,
-            **{c: table.loc[name, c] for c in SUMMARY_COLUMNS[:7]},
+            **{c: table.loc[name, c] for c in SUMMARY_COLUMNS[:7] if c in table},
             "heldout_loglik_per_bin": run.heldout["heldout_loglik_per_bin"],
             **{k: run.heldout[k] for k in ("heldout_loglik_per_bin_smc",) if k in run.heldout},
             "fit_steps": int(run.fit.steps_run),

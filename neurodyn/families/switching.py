@@ -499,39 +499,53 @@ def _elbo(config, params, session, num_samples: int, key) -> float:
     return -float(jax.jit(loss)(key))
 
 
-def heldout_smc(config, params, sessions, *, num_particles: int = 256, seed: int = 0):
-    """Per-trial held-out log p(y_i) by sequential Monte Carlo with the guide's per-bin
-    proposals (:func:`neurodyn.inference.switching_predict.smc_log_marginals`): unbiased for
-    p(y_i), with a variance that grows about linearly in T, where whole-trajectory importance
-    sampling degenerates on long trials (Pareto k > 0.7).
+def heldout_smc(
+    config,
+    params,
+    sessions,
+    *,
+    num_particles: int | None = None,
+    num_replicates: int | None = None,
+    seed: int = 0,
+    proposal: str = "auto",
+):
+    """Per-trial held-out log p(y_i) by sequential Monte Carlo
+    (:func:`neurodyn.inference.switching_predict.smc_log_marginals`): the fully adapted
+    proposal where it is exact (Gaussian, linear readout), else the guide's per-bin Gaussian
+    with a defensive prior component; ``num_replicates`` independent runs of ``num_particles``
+    (defaults :data:`neurodyn.inference.smc.NUM_PARTICLES`, ``NUM_REPLICATES``) pooled by
+    :func:`neurodyn.inference.smc.pool_replicates`.
 
-    Returns (metrics, log_marginals [trials]): ``heldout_loglik_per_bin_smc`` (sum over trials
-    / observed bins) and ``smc_min_ess`` (the smallest effective sample size of any trial's
-    particles at any bin, out of ``num_particles``). ``ValueError`` for ``hmm`` (exact already)
-    and for guides without a per-bin Gaussian (``delta``, user guides).
+    Returns (metrics, log_marginals [trials], mcse [trials]): ``metrics`` as in
+    ``pool_replicates`` plus ``smc_proposal``. ``ValueError`` for ``hmm`` (exact already) and
+    where no proposal applies (a Poisson or MLP readout with a ``delta`` or user guide).
     """
-    from ..inference import switching_predict
+    from ..inference import smc, switching_predict
 
+    P = num_particles or smc.NUM_PARTICLES
+    R = num_replicates or smc.NUM_REPLICATES
     session = _fitted_session(config, sessions)
     predict, point_params = _for_prediction(config, params)
     fitted = switching_predict.Fitted(predict, point_params)
+    used = switching_predict.smc_proposal(fitted, proposal)
     batch = batch_of(session)
     estimate = switching_predict.smc_log_marginals(
-        fitted, batch["y"], batch["mask"], num_particles, jax.random.PRNGKey(seed)
+        fitted, batch["y"], batch["mask"], P, jax.random.PRNGKey(seed), R, used
     )
-    log_marginals = np.asarray(estimate.log_marginal, np.float64)
-    metrics = {
-        "heldout_loglik_per_bin_smc": float(log_marginals.sum() / session.bin_mask.sum()),
-        "smc_min_ess": float(np.asarray(estimate.ess).min()),
-    }
-    return metrics, log_marginals
+    pooled = smc.pool_replicates(estimate, P, session.bin_mask.sum())
+    return {**pooled.metrics, "smc_proposal": used}, pooled.log_marginals, pooled.mcse
 
 
 def supports_smc(config) -> bool:
-    """Whether :func:`heldout_smc` applies to runs of ``config``."""
-    from ..inference.switching_predict import SMC_GUIDES
+    """Whether :func:`heldout_smc` applies to runs of ``config``: a continuous latent, and
+    either Gaussian observations with a linear readout (the fully adapted proposal needs no
+    guide) or a guide with a Gaussian per bin."""
+    from ..inference.switching_predict import SMC_GUIDES, optimal_applies
 
-    return config["model"] != "hmm" and config["guide"] in SMC_GUIDES
+    spec = spec_of(config)
+    if not spec.has_latent:
+        return False
+    return optimal_applies(spec) or config["guide"] in SMC_GUIDES
 
 
 def most_likely_states(config, params, sessions) -> np.ndarray:

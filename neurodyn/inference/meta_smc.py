@@ -96,9 +96,18 @@ def _normal(fn) -> dist.Normal:
 
 
 def log_marginals(
-    spec: models.MetaSpec, dynamics, adapter, params, priors, trials: Trials, num_particles, key
+    spec: models.MetaSpec,
+    dynamics,
+    adapter,
+    params,
+    priors,
+    trials: Trials,
+    num_particles,
+    key,
+    num_replicates: int | None = None,
 ) -> smc.SMCEstimate:
-    """SMC estimates of log p(y_ij) for every trial (batched :class:`SMCEstimate`, (L,)).
+    """SMC estimates of log p(y_ij) for every trial (batched :class:`SMCEstimate`, (L,), or
+    (R, L) with ``num_replicates`` = R independent runs, each with its own keys).
 
     dynamics, adapter: the fitted Equinox modules (weights as point values); params: the run's
     parameters (per-recording readouts, noise scales, table offsets); priors: the model's
@@ -171,17 +180,13 @@ def log_marginals(
 
         return smc.log_marginal(key_run, init, step, y.shape[0], P)
 
-    L = trials.y.shape[0]
-    inputs = (
-        jax.random.split(key, L),
-        trials.y,
-        trials.mask,
-        trials.loc,
-        trials.scale,
-        trials.e_loc,
-        trials.e_scale,
-        trials.rec,
-    )
+    L, R = trials.y.shape[0], num_replicates or 1
+    data = (trials.y, trials.mask, trials.loc, trials.scale, trials.e_loc, trials.e_scale)
+    data = tuple(jnp.concatenate([x] * R) for x in (*data, trials.rec))  # (R * L, ...)
+    inputs = (jax.random.split(key, R * L), *data)
     # One trial at a time, vectorised over particles: with an adapter every particle has its
     # own dynamics weights, and all trials at once would hold L x P of them.
-    return jax.jit(lambda xs: jax.lax.map(one_trial, xs))(inputs)
+    out = jax.jit(lambda xs: jax.lax.map(one_trial, xs))(inputs)
+    if num_replicates is None:
+        return out
+    return jax.tree_util.tree_map(lambda x: x.reshape(R, L, *x.shape[1:]), out)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+R2_UNDEFINED = "undefined: the observed values have no variance, which r^2 divides by"
+
 
 def r2_variance_weighted(y_true, y_pred, mask=None) -> float:
     """r^2 pooled over outputs, weighted by each output's variance (sklearn's
@@ -17,6 +19,8 @@ def r2_variance_weighted(y_true, y_pred, mask=None) -> float:
     Args:
         y_true, y_pred: (..., N) arrays; all leading axes are samples.
         mask: bool broadcastable to ``y_true``; False entries are excluded per neuron.
+
+    Returns NaN (reason: :data:`R2_UNDEFINED`) when the observed values have no variance.
     """
     y_true = np.asarray(y_true, np.float64)
     y_pred = np.asarray(y_pred, np.float64)

@@ -93,15 +93,58 @@ def load_params(path, template):
 
 
 def write_json(path, obj) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    """Write ``obj`` as strict JSON (see :func:`json_text`)."""
+    Path(path).write_text(json_text(obj) + "\n")
 
 
-def _jsonable(x):
-    if isinstance(x, np.generic | np.ndarray):
-        return x.tolist()
+def json_text(obj) -> str:
+    """``obj`` as strict JSON (no ``NaN`` or ``Infinity``, which JSON does not have): every
+    non-finite number becomes ``null`` and, inside a mapping, gets a note under ``<key>_note``
+    beside it unless the producer already wrote one there (a precise reason)."""
+    return json.dumps(_finite(obj), indent=2, allow_nan=False)
+
+
+def _finite(x):
+    """A JSON-ready copy of ``x``: numbers finite or None (see :func:`json_text`)."""
+    if isinstance(x, np.ndarray | np.generic):
+        x = x.tolist()
     if isinstance(x, Path):
         return str(x)
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
+    if isinstance(x, dict):
+        out = {}
+        for key, value in x.items():
+            out[key] = _finite(value)
+            note = f"{key}_note"
+            if note not in x and _lost_numbers(value):
+                out[note] = f"not computable: the value was {_describe(value)}"
+        return out
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    if x is None or isinstance(x, str | bool | int):
+        return x
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def _lost_numbers(x) -> bool:
+    """Whether ``x`` is, or is a list holding, a non-finite number (nested mappings carry
+    their own notes)."""
+    if isinstance(x, np.ndarray | np.generic):
+        x = x.tolist()
+    if isinstance(x, float):
+        return not np.isfinite(x)
+    if isinstance(x, list | tuple):
+        return any(_lost_numbers(v) for v in x)
+    return False
+
+
+def _describe(x) -> str:
+    if isinstance(x, np.ndarray | np.generic):
+        x = x.tolist()
+    if isinstance(x, list | tuple):
+        return "partly " + "/".join(sorted({_describe(v) for v in x if _lost_numbers(v)}))
+    return str(x)
 
 
 def read_config(run_dir) -> dict:

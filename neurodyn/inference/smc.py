@@ -19,6 +19,9 @@ leading particle axis):
 Resampling is systematic, and happens when the effective sample size falls below
 ``ess_threshold * num_particles`` (adaptive resampling), a choice made per sequence with
 ``jnp.where`` so that it stays inside ``vmap`` and ``lax.scan``.
+
+Held-out scores pool R independent runs per trial (:func:`pool_replicates`), which gives each
+estimate a Monte Carlo standard error and an effective sample size as a fraction of particles.
 """
 
 from __future__ import annotations
@@ -27,7 +30,80 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+
+# Defaults of every held-out SMC score (``evaluate``, ``compare``, sweeps): R replicates of P
+# particles; docs/results/heldout_likelihood.md has the measurements behind them.
+NUM_PARTICLES = 256
+NUM_REPLICATES = 4
+MIN_ESS_FRACTION = 0.1  # below it the CLI warns: the particles collapse somewhere
+
+
+class Pooled(NamedTuple):
+    """Per-trial scores pooled over replicates (:func:`pool_replicates`).
+
+    log_marginals: [L] pooled log p(y_i); mcse: [L] their Monte Carlo standard errors (NaN with
+    one replicate); metrics: the summary dict (see :func:`pool_replicates`).
+    """
+
+    log_marginals: np.ndarray
+    mcse: np.ndarray
+    metrics: dict
+
+
+def pool_replicates(estimate: SMCEstimate, num_particles: int, num_observed_bins) -> Pooled:
+    """Pool R independent SMC runs of L trials into one estimate per trial, with its error.
+
+    Args:
+        estimate: :class:`SMCEstimate` with arrays [R, L] (``ess``: [R, L, T]); the R runs
+            must use independent keys.
+        num_particles: P, particles per run.
+        num_observed_bins: bins with an observed neuron over all L trials (per-bin units).
+
+    Each run r gives log Z_ri, an unbiased estimate of p(y_i) on the Z scale. The pooled
+    estimate is ``log Zbar_i = log (1/R) sum_r Z_ri``, unbiased on the Z scale like each run
+    (the log's bias is -Var(log Z)/(2R) to first order). Its Monte Carlo standard error is
+
+        mcse_i = sd_r(log Z_ri) / sqrt(R)          (sample sd, ddof = 1),
+
+    the delta method for log Zbar when log Z_ri is close to normal, which SMC's central limit
+    theorem gives (the delta method on Z itself, sd_r(Z_ri / Zbar_i) / sqrt(R), can never exceed
+    1 nat with R runs, however far apart they are, so it is not used). The trials' runs are
+    independent, so the error of the elpd sum_i log Zbar_i is
+
+        mcse_elpd = sqrt(sum_i mcse_i^2).
+
+    Returns :class:`Pooled` whose ``metrics`` hold ``heldout_loglik_per_bin_smc`` (sum_i log
+    Zbar_i / bins), ``heldout_loglik_mcse_smc`` (mcse_elpd / bins, per-bin units like the
+    former), ``elpd_mcse_smc`` (mcse_elpd, nats), ``smc_min_ess_fraction`` (the smallest ESS /
+    P of any run, trial and bin), ``smc_ess_fraction_median_trial_min`` (the median over trials
+    of each trial's smallest ESS / P over runs and bins: less pessimistic when one trial is
+    hard), ``smc_particles`` and ``smc_replicates``.
+    """
+    log_z = np.asarray(estimate.log_marginal, np.float64)
+    if log_z.ndim != 2:
+        raise ValueError(f"expected [replicates, trials] estimates, got shape {log_z.shape}")
+    R = log_z.shape[0]
+    peak = log_z.max(0)
+    finite = np.isfinite(peak)
+    safe = np.where(finite, peak, 0.0)
+    pooled = np.where(finite, safe + np.log(np.mean(np.exp(log_z - safe), 0)), peak)
+    mcse = log_z.std(0, ddof=1) / np.sqrt(R) if R > 1 else np.full(log_z.shape[1], np.nan)
+    ess = np.asarray(estimate.ess, np.float64) / num_particles  # [R, L, T]
+    per_trial = ess.min(axis=(0, 2))
+    bins = float(num_observed_bins)
+    elpd_mcse = float(np.sqrt(np.sum(mcse**2)))
+    metrics = {
+        "heldout_loglik_per_bin_smc": float(pooled.sum() / bins),
+        "heldout_loglik_mcse_smc": elpd_mcse / bins,
+        "elpd_mcse_smc": elpd_mcse,
+        "smc_min_ess_fraction": float(per_trial.min()),
+        "smc_ess_fraction_median_trial_min": float(np.median(per_trial)),
+        "smc_particles": int(num_particles),
+        "smc_replicates": int(R),
+    }
+    return Pooled(pooled, mcse, metrics)
 
 
 class SMCEstimate(NamedTuple):

@@ -11,8 +11,8 @@ pure JAX functions:
 * :func:`forecast`: k-step forecasts (the guide sees the first T0 bins; the core's filtered
   state at the last seen bin starts Monte Carlo roll-outs of the model);
 * :func:`simulate`: trials (s, h, y) simulated from the fitted model;
-* :func:`smc_log_marginals`: per-trial log p(y) by sequential Monte Carlo with the guide's
-  per-bin proposals (:mod:`neurodyn.inference.smc`);
+* :func:`smc_log_marginals`: per-trial log p(y) by sequential Monte Carlo, with the fully
+  adapted proposal where it is exact (:mod:`neurodyn.inference.smc`);
 * :func:`evaluate` and :func:`report`: the family's metrics and figures.
 
 For ``hmm`` (no continuous latent) the same functions work on the emission likelihoods.
@@ -77,68 +77,193 @@ def trajectory_samples(fitted: Fitted, y, mask, num_samples: int, key):
 
 
 SMC_GUIDES = ("dkf", "meanfield")
+SMC_PROPOSALS = ("auto", "optimal", "mixture", "guide")
+DEFENSIVE_WEIGHT = 0.5  # share of the model's transition prior in the "mixture" proposal
+ESS_THRESHOLD = 0.5  # resample when the effective sample size falls below this share
 
 
-def smc_log_marginals(fitted: Fitted, y, mask, num_particles: int, key) -> smc.SMCEstimate:
-    """Per-trial log p(y) by SMC (batched :class:`~neurodyn.inference.smc.SMCEstimate`, [B]).
+def optimal_applies(spec) -> bool:
+    """Whether the fully adapted proposal is exact for ``spec``: a continuous latent, Gaussian
+    observations and a linear readout (any dynamics: h_t given h_{t-1} and s_t is Gaussian)."""
+    return spec.has_latent and spec.likelihood == "gaussian" and spec.readout == "linear"
 
-    Particles carry h_{t-1} and the filtered state distribution log p(s_{t-1} | h_{1:t-1}), so
-    the discrete states stay summed out exactly; each bin's h_t is drawn from the guide's own
-    per-bin Gaussian (``dkf``: given h_{t-1}; ``meanfield``: given the bin's features). The
-    incremental weight of a particle is
 
-        log sum_k p(s_t = k, h_t | h_{1:t-1}) + log p(y_t | h_t) - log q(h_t | ...),
-
-    which multiplies out to p(h_{1:T}, y) / q(h_{1:T}) as in importance sampling. y, mask:
-    [B, T, N]. The fitted globals (MAP values) are held fixed; a run with weight priors is
-    evaluated at their posterior median (see ``_for_prediction`` of the family).
-    """
-    spec, g, guide = fitted.spec, fitted.g, fitted.config["guide"]
+def smc_proposal(fitted: Fitted, proposal: str = "auto") -> str:
+    """The proposal :func:`smc_log_marginals` uses: ``"optimal"`` where it is exact
+    (:func:`optimal_applies`), else ``"mixture"`` (the guide's per-bin Gaussian with the
+    transition prior as a defensive component); ``ValueError`` when none applies."""
+    spec, guide = fitted.spec, fitted.config["guide"]
+    if proposal not in SMC_PROPOSALS:
+        raise ValueError(f"unknown SMC proposal {proposal!r}; choose one of {SMC_PROPOSALS}")
     if not spec.has_latent:
         raise ValueError("hmm has no continuous latent: its log p(y) is exact (forward algorithm)")
-    if guide not in SMC_GUIDES:
+    if proposal == "auto":
+        proposal = "optimal" if optimal_applies(spec) else "mixture"
+    if proposal == "optimal" and not optimal_applies(spec):
+        raise ValueError("the optimal proposal needs Gaussian observations and a linear readout")
+    if proposal in ("mixture", "guide") and guide not in SMC_GUIDES:
         raise ValueError(
-            f"SMC needs a guide with a Gaussian per bin ({', '.join(SMC_GUIDES)}); this run's "
-            f"guide is {getattr(guide, 'name', guide)!r}: use importance sampling instead"
+            f"SMC with a {spec.likelihood} likelihood and a {spec.readout} readout needs a guide "
+            f"with a Gaussian per bin ({', '.join(SMC_GUIDES)}); this run's guide is "
+            f"{getattr(guide, 'name', guide)!r}: use importance sampling instead"
         )
+    return proposal
+
+
+def smc_log_marginals(
+    fitted: Fitted,
+    y,
+    mask,
+    num_particles: int,
+    key,
+    num_replicates: int | None = None,
+    proposal: str = "auto",
+) -> smc.SMCEstimate:
+    """Per-trial log p(y) by SMC (batched :class:`~neurodyn.inference.smc.SMCEstimate`: [B], or
+    [R, B] with ``num_replicates`` = R independent runs, each with its own keys).
+
+    Particles carry h_{t-1} and the filtered state distribution log p(s_{t-1} | h_{1:t-1}), so
+    the discrete states stay summed out exactly. Bin t's h_t is drawn from a proposal r and the
+    incremental weight of a particle is
+
+        log sum_k p(s_t = k, h_t | h_{1:t-1}) + log p(y_t | h_t) - log r(h_t),
+
+    which multiplies out to p(h_{1:T}, y) / r(h_{1:T}) as in importance sampling. Proposals
+    (``proposal``; ``"auto"``: see :func:`smc_proposal`):
+
+    * ``"optimal"`` (Gaussian observations, linear readout y = C^T h + d): the fully adapted
+      r(h_t) = p(h_t | h_{t-1}, alpha_{t-1}, y_t), a mixture over k of Gaussians with weights
+      pred_k N(y_t; C^T f_k(h_{t-1}) + d, C^T Q_k C + R) on the observed neurons (pred_k =
+      p(s_t = k | h_{1:t-1}), the filtered states pushed through the possibly recurrent
+      transitions), in information form so that masked neurons drop out and a fully masked bin
+      is the prior step. The incremental weight is the mixture's normaliser log sum_k pred_k
+      N(y_t; ...), whatever h_t is drawn. The first bin is the same step from the model's
+      initial distribution when that is Normal (else it is drawn as in ``"mixture"``).
+    * ``"mixture"``: r = a q(h_t | ...) + (1 - a) p(h_t | h_{1:t-1}), the guide's per-bin
+      Gaussian (``dkf``: given h_{t-1}; ``meanfield``: given the bin's features) with the
+      transition prior as a defensive component, a = 1 - :data:`DEFENSIVE_WEIGHT` (the first
+      bin: the guide mixed with the initial distribution).
+    * ``"guide"``: the guide's per-bin Gaussian alone.
+
+    y, mask: [B, T, N]. The fitted globals (MAP values) are held fixed; a run with weight priors
+    is evaluated at their posterior median (see ``_for_prediction`` of the family).
+    """
+    spec, g = fitted.spec, fitted.g
+    proposal = smc_proposal(fitted, proposal)
+    guide = fitted.config["guide"]
     encoder = fitted.encoder
-    features = jax.vmap(encoder.features)(y, mask)  # [B, T, F]
+    K, D = spec.num_states, spec.latent_dim
+    if proposal == "optimal" and not isinstance(g.initial, dist.Normal) and guide not in SMC_GUIDES:
+        raise ValueError(
+            "the first bin needs a Normal initial_state prior or a dkf/meanfield guide"
+        )
+    use_guide = proposal != "optimal" or not isinstance(g.initial, dist.Normal)
+    features = jax.vmap(encoder.features)(y, mask) if use_guide else jnp.zeros(y.shape[:2] + (0,))
+    a = 1.0 if proposal == "guide" else 1.0 - DEFENSIVE_WEIGHT
 
-    def proposal(h_prev, f_t):
-        return encoder.combine(h_prev, f_t) if guide == "dkf" else encoder.per_bin(f_t)
-
-    def draw(key, h_prev, f_t):
-        loc, scale = jax.vmap(proposal, (0, None))(h_prev, f_t)
-        h = loc + scale * jax.random.normal(key, loc.shape)
-        return h, dist.Normal(loc, scale).log_prob(h).sum(-1)
+    def guide_dist(h_prev, f_t):  # [P, D] -> Normal with batch [P, D]
+        if guide == "dkf":
+            loc, scale = jax.vmap(encoder.combine, (0, None))(h_prev, f_t)
+        else:
+            loc, scale = encoder.per_bin(f_t)
+            loc, scale = jnp.broadcast_to(loc, h_prev.shape), jnp.broadcast_to(scale, h_prev.shape)
+        return dist.Normal(loc, scale)
 
     def emission(h, y_t, mask_t):  # [P, D] -> [P]
         lp = observation_dist(spec, jax.vmap(g.readout)(h), g.obs_scale).log_prob(y_t)
         return jnp.where(mask_t, lp, 0.0).sum(-1)
 
+    def prior_log_prob(h, means, log_pred, scale):  # [P, D], [P, K, D], [P, K], [K, D]
+        """log p(h_t | past) = log sum_k pred_k N(h_t; f_k, Q_k) [P], and p(s_t | h_{1:t})."""
+        joint = log_pred + dist.Normal(means, scale).log_prob(h[:, None, :]).sum(-1)
+        log_state = jax.nn.logsumexp(joint, axis=-1)
+        return log_state, joint - log_state[:, None]
+
+    def adapted(key, means, log_pred, scale, y_t, mask_t):
+        """The fully adapted step (see above): (h [P, D], log normaliser [P])."""
+        C, d = g.readout.C, g.readout.d  # [D, N], [N]
+        w = jnp.where(mask_t, 1.0 / g.obs_scale**2, 0.0)  # [N] observed precisions
+        precision = jax.vmap(jnp.diag)(1.0 / scale**2) + (C * w) @ C.T  # [K', D, D]
+        cov = jnp.linalg.inv(precision)
+        cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+        resid = jnp.where(mask_t, y_t - d, 0.0) - means @ C  # [P, K', N]
+        info = (resid * w) @ C.T  # [P, K', D]: C W r
+        shift = jnp.einsum("kij,pkj->pki", cov, info)  # Lambda^{-1} C W r
+        log_det = jnp.linalg.slogdet(precision)[1]  # [K']
+        quad = (resid**2 * w).sum(-1) - (info * shift).sum(-1)  # [P, K']
+        n_obs = mask_t.sum()
+        log_norm = -0.5 * (
+            n_obs * jnp.log(2 * jnp.pi)
+            + jnp.where(mask_t, jnp.log(g.obs_scale**2), 0.0).sum()
+            + jnp.log(scale**2).sum(-1)
+            + log_det
+            + quad
+        )  # [P, K']: log N(y_t; C^T f_k + d, C^T Q_k C + R) on the observed neurons
+        log_mix = log_pred + log_norm
+        k_state, k_h = jax.random.split(key)
+        k = jax.random.categorical(k_state, log_mix)  # [P]
+        P = means.shape[0]
+        chol = jnp.linalg.cholesky(cov)[k]  # [P, D, D]
+        mean = (means + shift)[jnp.arange(P), k]
+        h = mean + jnp.einsum("pij,pj->pi", chol, jax.random.normal(k_h, (P, D)))
+        return h, jax.nn.logsumexp(log_mix, axis=-1)
+
+    def mixed(key, q, means, log_pred, scale):
+        """Draw from a q + (1 - a) prior: (h [P, D], log p(h | past) [P], log r(h) [P], new
+        log p(s_t | h_{1:t}) [P, K])."""
+        P = means.shape[0]
+        k_pick, k_state, k_q, k_p = jax.random.split(key, 4)
+        from_q = q.sample(k_q)
+        k = jax.random.categorical(k_state, log_pred)
+        eps = jax.random.normal(k_p, (P, D))
+        from_prior = means[jnp.arange(P), k] + scale[k] * eps
+        h = jnp.where(jax.random.uniform(k_pick, (P, 1)) < a, from_q, from_prior)
+        log_prior, log_alpha = prior_log_prob(h, means, log_pred, scale)
+        return h, log_prior, mixture_log_prob(q.log_prob(h).sum(-1), log_prior), log_alpha
+
+    def mixture_log_prob(log_q, log_prior):  # [P], [P] -> log r(h) [P]
+        if a == 1.0:
+            return log_q
+        return jnp.logaddexp(jnp.log(a) + log_q, jnp.log1p(-a) + log_prior)
+
     def one_trial(key, y, mask, features):
         def init(key, P):
-            h, log_q = draw(key, jnp.zeros((P, spec.latent_dim)), features[0])
-            log_p = g.initial.log_prob(h).sum(-1) + emission(h, y[0], mask[0])
-            log_alpha = jnp.broadcast_to(g.log_init, (P, spec.num_states))
-            return (h, log_alpha), log_p - log_q
+            log_alpha = jnp.broadcast_to(g.log_init, (P, K))  # h_1 says nothing of s_1
+            if not use_guide:
+                means = jnp.broadcast_to(g.initial.loc, (P, 1, D))
+                scale = jnp.broadcast_to(g.initial.scale, (1, D))
+                h, log_w = adapted(key, means, jnp.zeros((P, 1)), scale, y[0], mask[0])
+                return (h, log_alpha), log_w
+            q = guide_dist(jnp.zeros((P, D)), features[0])
+            k_pick, k_q, k_p = jax.random.split(key, 3)
+            h = jnp.where(
+                jax.random.uniform(k_pick, (P, 1)) < a, q.sample(k_q), g.initial.sample(k_p, (P, D))
+            )
+            log_prior = g.initial.log_prob(h).sum(-1)
+            log_r = mixture_log_prob(q.log_prob(h).sum(-1), log_prior)
+            return (h, log_alpha), log_prior + emission(h, y[0], mask[0]) - log_r
 
         def step(key, particles, t):
             h_prev, log_alpha = particles
-            h, log_q = draw(key, h_prev, features[t])
             log_trans = log_transitions(g, h_prev)  # [P, K, K] or [K, K]
-            predicted = jax.nn.logsumexp(log_alpha[..., :, None] + log_trans, axis=-2)  # [P, K]
+            log_pred = jax.nn.logsumexp(log_alpha[..., :, None] + log_trans, axis=-2)  # [P, K]
             means = dynamics_means(g, h_prev)  # [P, K, D]
-            moves = dist.Normal(means, g.process_scale).log_prob(h[:, None, :]).sum(-1)
-            joint = predicted + moves
-            log_state = jax.nn.logsumexp(joint, axis=-1)
-            log_alpha = joint - log_state[:, None]
-            return (h, log_alpha), log_state + emission(h, y[t], mask[t]) - log_q
+            if proposal == "optimal":
+                h, log_w = adapted(key, means, log_pred, g.process_scale, y[t], mask[t])
+                log_alpha = prior_log_prob(h, means, log_pred, g.process_scale)[1]
+                return (h, log_alpha), log_w
+            q = guide_dist(h_prev, features[t])
+            h, log_prior, log_r, log_alpha = mixed(key, q, means, log_pred, g.process_scale)
+            return (h, log_alpha), log_prior + emission(h, y[t], mask[t]) - log_r
 
-        return smc.log_marginal(key, init, step, y.shape[0], num_particles)
+        return smc.log_marginal(key, init, step, y.shape[0], num_particles, ESS_THRESHOLD)
 
-    keys = jax.random.split(key, y.shape[0])
-    return jax.jit(jax.vmap(one_trial))(keys, y, mask, features)
+    B = y.shape[0]
+    run = jax.vmap(one_trial)
+    if num_replicates is None:
+        return jax.jit(run)(jax.random.split(key, B), y, mask, features)
+    keys = jax.random.split(key, num_replicates * B).reshape(num_replicates, B, -1)
+    return jax.jit(jax.vmap(run, (0, None, None, None)))(keys, y, mask, features)
 
 
 def simulate(fitted: Fitted, key, num_trials: int, num_timesteps: int):
