@@ -169,7 +169,10 @@ def test_compare_by_smc(flow, capsys):
     # compare and evaluate report the same numbers for the same run, data and seed
     assert main(args + ["--json", str(out)]) == 0
     table = json.loads(out.read_text())
-    m = json.loads((flow / "m.json").read_text())
+    m_path = flow / "m_compare.json"  # evaluate with its defaults, as compare's
+    evaluate = ["evaluate", str(flow / "srnn"), str(flow / "test.npz")]
+    assert main(evaluate + ["--json", str(m_path)]) == 0
+    m = json.loads(m_path.read_text())
     bins = 3 * 30
     assert table["srnn"]["elpd"] == pytest.approx(m["heldout_loglik_per_bin"] * bins, rel=1e-5)
     assert table["srnn"]["mcse"] == pytest.approx(m["heldout_loglik_mcse"] * bins, rel=1e-5)

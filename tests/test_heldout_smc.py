@@ -170,7 +170,8 @@ def test_evaluate_json_is_strict_with_null_and_a_note(tmp_path, capsys):
     D, N = 2, 3
     A, b, q = np.eye(D)[None], np.zeros((1, D)), np.full((1, D), 0.2)
     C, d, r = rng.normal(size=(D, N)), np.zeros(N), np.full(N, 0.5)
-    y = np.zeros((2, 12, N), np.float32)
+    # each neuron constant (a different value each, so the recording itself is accepted)
+    y = np.broadcast_to(np.arange(N, dtype=np.float32), (2, 12, N)).copy()
     session, config, params = linear_run("lds", y, None, A, b, q, C, d, r)
     run = tmp_path / "run"
     run.mkdir()
