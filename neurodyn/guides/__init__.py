@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
@@ -98,6 +99,17 @@ def load_function(path: str) -> Callable:
     module_name, sep, qualname = path.partition(":")
     if not sep or not module_name or not qualname:
         raise ValueError(f"guide {path!r} is not of the form module:function")
+    try:
+        # find_spec imports only the parent packages, so a missing module is refused before
+        # the note promises an import that cannot happen.
+        found = module_name in sys.modules or importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ValueError(
+            f"cannot import guide {path!r}: no module named {module_name!r} on the Python path "
+            "(install it, or add its folder to PYTHONPATH)"
+        )
     if module_name not in sys.modules and module_name not in _ANNOUNCED:
         _ANNOUNCED.add(module_name)
         print(f"note: importing module {module_name} for user guide {path}", file=sys.stderr)
