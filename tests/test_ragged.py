@@ -153,3 +153,11 @@ def test_rslds_keeps_two_states_on_ragged_poisson_trials():
 )
 def test_every_switching_configuration_keeps_two_states_on_ragged_trials(model, likelihood):
     _check_two_states(*_fit_ragged(model, likelihood))
+
+
+def test_report_draws_ragged_trials(tmp_path):
+    session = two_state_session(trials=4, T=30, min_length=12)
+    config = family.make_config("srnn", [session], options=dict(steps=6, latent_dim=2))
+    params, _ = family.fit(config, [session], progress=False)
+    figures = family.report(config, params, [session], tmp_path)
+    assert {f.name for f in figures} == {"states.png", "reconstruction.png", "flow_fields.png"}
