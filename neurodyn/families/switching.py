@@ -253,7 +253,7 @@ def learning_rate(config):
     lr0, floor = float(config["learning_rate"]), float(config["lr_decay"])
     if "lr_half_life" not in config:
         return optax.exponential_decay(lr0, config["steps"], floor)
-    hold = pull_steps(config) if config.get("pull_weight") else 0
+    hold = pull_steps(config) if _pulled(config) else 0
     half_life = float(config["lr_half_life"])
 
     def schedule(step):
@@ -263,11 +263,16 @@ def learning_rate(config):
     return schedule
 
 
-def floor_step(config, pulled: bool = True) -> int:
-    """The first step at which :func:`learning_rate` is at its floor: the pull's steps (when
-    ``pulled``) plus ``lr_half_life * log2(1 / lr_decay)``. :func:`fit` checks convergence
-    from there on, so that the check judges the loss curve at its final step size."""
-    hold = pull_steps(config) if pulled and config.get("pull_weight") else 0
+def _pulled(config) -> bool:
+    """Whether fits of ``config`` have a warm-start pull (a pull weight and K > 1)."""
+    return bool(config.get("pull_weight")) and config["spec"]["num_states"] > 1
+
+
+def floor_step(config) -> int:
+    """The first step at which :func:`learning_rate` is at its floor: the pull's steps (if
+    any) plus ``lr_half_life * log2(1 / lr_decay)``. :func:`fit` checks convergence from there
+    on, so that the check judges the loss curve at its final step size."""
+    hold = pull_steps(config) if _pulled(config) else 0
     halvings = np.log2(1.0 / float(config["lr_decay"])) if config["lr_decay"] < 1 else 0.0
     return hold + int(np.ceil(float(config["lr_half_life"]) * halvings))
 
@@ -483,9 +488,8 @@ def fit(config, sessions, *, out_dir=None, progress=True, resume=False):
     spec = spec_of(config)
     labels, init = _initial_values(spec, session, config["seed"])
     _, model, guide = build(config, init)
-    pulled = bool(config.get("pull_weight")) and spec.num_states > 1
     if "lr_half_life" in config:
-        min_steps, stop = floor_step(config, pulled), converged
+        min_steps, stop = floor_step(config), converged
     else:  # runs made before the convergence stop: their plateau rule after the pull
         min_steps, stop = (pull_steps(config) if config.get("pull_weight") else 0), None
     result = svi.fit(
