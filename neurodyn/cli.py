@@ -346,16 +346,32 @@ def _fit_into(
 ) -> dict | None:
     """Fit into ``folder``; None when Ctrl-C stopped the fit (after its checkpoint).
     ``phase["name"]`` follows the fit: warm_start, svi (SVI ran), evaluation (params saved)."""
+    import warnings
+
     from .inference import runs
-    from .inference.diagnostics import elbo_convergence
+    from .inference.diagnostics import FitWarning, convergence_warning, elbo_convergence
     from .inference.run_folder import pause_for_tests
 
     phase = {} if phase is None else phase
     runs.write_json(folder / runs.CONFIG, config)
-    params, result = family.fit(config, sessions, out_dir=folder, progress=progress, resume=resume)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FitWarning)
+        params, result = family.fit(
+            config, sessions, out_dir=folder, progress=progress, resume=resume
+        )
     phase["name"] = "svi"
     if result.interrupted:
         return None
+    lines = [str(w.message) for w in caught if issubclass(w.category, FitWarning)]
+    for w in caught:  # other warnings as they would have been shown
+        if not issubclass(w.category, FitWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    convergence = elbo_convergence(result.losses)
+    said = any("did not converge" in line for line in lines)
+    if not convergence["converged"] and not said:  # families that do not warn themselves
+        lines.append(convergence_warning(result.losses, f"{config.get('model', 'the')} fit"))
+    for line in lines:  # one line each: reasons not to compare this fit as it is
+        print(f"warning: {line}", file=sys.stderr)
     runs.save_params(folder / runs.PARAMS, params)
     phase["name"] = "evaluation"
     pause_for_tests("evaluation")
@@ -374,8 +390,11 @@ def _fit_into(
         "final_loss": float(result.losses[-20:].mean()),
         "stopped_early": bool(result.stopped_early),
         "seconds": round(float(result.seconds), 2),
-        "convergence": elbo_convergence(result.losses),
+        "converged": bool(convergence["converged"]),
+        "convergence": convergence,
     }
+    if getattr(result, "state_occupancy", None) is not None:
+        metrics["fit"]["state_occupancy"] = result.state_occupancy
     runs.write_json(folder / runs.METRICS, metrics)
     if hasattr(family, "embeddings"):
         runs.write_json(folder / "embeddings.json", family.embeddings(config, params, sessions))

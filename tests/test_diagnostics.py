@@ -42,3 +42,13 @@ def test_ppc_figure_is_written(tmp_path):
         states=rng.integers(0, 2, (3, 20)),
     )
     assert out.exists() and out.stat().st_size > 10_000
+
+
+def test_convergence_warning_is_one_line_when_the_loss_still_falls():
+    from neurodyn.inference.diagnostics import convergence_warning
+
+    rng = np.random.default_rng(0)
+    falling = np.linspace(1000.0, 0.0, 2000) + rng.normal(0, 1, 2000)
+    line = convergence_warning(falling, "srnn fit")
+    assert line.startswith("srnn fit did not converge in 2000 steps") and "\n" not in line
+    assert convergence_warning(rng.normal(0, 1, 2000)) is None

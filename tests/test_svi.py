@@ -151,3 +151,20 @@ def test_a_fit_into_a_folder_checkpoints_by_default(tmp_path, monkeypatch):
     monkeypatch.setenv("NEURODYN_TEST_PAUSE_SECONDS", "0")
     fit(model, guide, {"y": Y}, num_steps=15, out_dir=tmp_path / "run", progress=False)
     assert flag.exists() and (tmp_path / "run" / svi.CHECKPOINT).exists()
+
+
+def test_stop_rule_is_the_convergence_check_and_resume_stops_at_the_same_step(tmp_path):
+    from neurodyn.inference.diagnostics import elbo_convergence
+
+    def stop(losses):
+        return elbo_convergence(losses)["converged"]
+
+    kw = dict(learning_rate=0.05, min_steps=500, stop=stop, seed=0, progress=False)
+    whole = fit(model, guide, {"y": Y}, num_steps=20000, **kw)
+    assert whole.stopped_early and 500 <= whole.steps_run < 20000
+    assert elbo_convergence(whole.losses)["converged"]
+    fit(model, guide, {"y": Y}, num_steps=300, out_dir=tmp_path, checkpoint_every=100, **kw)
+    resumed = fit(model, guide, {"y": Y}, num_steps=20000, out_dir=tmp_path, resume=True,
+                  checkpoint_every=100, **kw)
+    assert resumed.steps_run == whole.steps_run
+    np.testing.assert_array_equal(resumed.losses, whole.losses)

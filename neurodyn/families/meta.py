@@ -29,7 +29,7 @@ from ..guides import guide_option, load_guide
 from ..guides import meta as guides
 from ..guides.weights import weight_guide
 from ..inference import svi
-from ..inference.metrics import ridge_decode_r2
+from ..inference.metrics import forecast_origins, forecast_targets, ridge_decode_r2
 from ..models import hypernetwork as hn
 from ..models import meta as models
 from ..models.weights import posterior_median_weights
@@ -656,8 +656,11 @@ def evaluate(config, params, sessions, *, horizons=(1, 5, 10), num_samples=32, s
 
     horizons = tuple(sorted(set(int(h) for h in horizons)))
     if horizons:
-        overall, by_rec = _forecast(config, params, sessions, batch, horizons, num_samples, seed)
+        overall, by_rec, scored = _forecast(
+            config, params, sessions, batch, horizons, num_samples, seed
+        )
         metrics["forecast_r2"] = overall
+        metrics["forecast_trials"] = scored
         for name, scores in by_rec.items():
             per[name]["forecast_r2"] = scores
 
@@ -753,40 +756,58 @@ def _fitted_networks(nets, params):
 
 
 def forecast_r2(config, params, sessions, *, horizons=(1, 5, 10), num_samples=32, seed=0) -> dict:
-    """Only the ``forecast_r2`` part of :func:`evaluate` (no reconstruction or ELBO passes, so
-    one compilation instead of three): {"forecast_r2": {k: r2}, "per_recording": {name: {k:
-    r2}}}."""
+    """Only the ``forecast_r2`` part of :func:`evaluate` (no reconstruction or ELBO passes):
+    {"forecast_r2": {k: r2}, "forecast_trials": {k: trials scored}, "per_recording": {name:
+    {k: r2}}}."""
     batch = stack_sessions(config, sessions)
     horizons = tuple(sorted(set(int(h) for h in horizons)))
-    overall, by_rec = _forecast(config, params, sessions, batch, horizons, num_samples, seed)
-    return {"forecast_r2": overall, "per_recording": by_rec}
+    overall, by_rec, scored = _forecast(
+        config, params, sessions, batch, horizons, num_samples, seed
+    )
+    return {"forecast_r2": overall, "forecast_trials": scored, "per_recording": by_rec}
 
 
 def _forecast(config, params, sessions, batch, horizons, num_samples, seed):
-    """k-step forecast r^2 (DESIGN.md "Metrics"): the guide sees bins 0..T0-1 (T0 = T - max k),
-    the model rolls forward noise-free, and the predicted mean of y at bin T0 - 1 + k is scored
-    against the observed y over trials (pooled over recordings, and per recording)."""
+    """k-step forecast r^2 (pooled over recordings, and per recording) and the trials scored.
+
+    Horizons count from each trial's own last observed bin (:func:`forecast_origins`): the
+    guide sees bins 0..T0_i - 1 of trial i (its later bins masked out), the model rolls forward
+    noise-free, and the predicted mean of y at bin T0_i - 1 + k is scored against the observed y
+    over the trials whose target bin is observed (:func:`forecast_targets`). Trials are run in
+    groups of equal T0_i (one compilation per group). Returns (overall {k: r2},
+    per recording {name: {k: r2}}, trials scored {k: count}).
+    """
     y, mask = batch["y"], batch["mask"] & batch["trial_mask"][..., None, None]
-    T = y.shape[2]
+    M, R, T, N = y.shape
     K = max(horizons)
     if K >= T:
         raise ValueError(f"forecast horizon {K} needs trials longer than {T} bins")
-    T0 = T - K
-    seen = dict(batch, y=y[:, :, :T0], mask=batch["mask"][:, :, :T0])
-    _, y_fore, _ = _posterior_means(
-        config, params, seen, forecast=K, num_samples=num_samples, seed=seed
-    )
-    overall, per = {}, {s.name: {} for s in sessions}
+    bins = mask.any(-1).reshape(M * R, T)
+    origins = forecast_origins(bins, horizons)  # [M * R]
+    real = bins.any(1)
+    seen_mask = batch["mask"] & (np.arange(T) < origins.reshape(M, R, 1))[..., None]
+    y_fore = np.zeros((M * R, K, N))
+    for t0 in np.unique(origins[real]):
+        group = dict(batch, y=y[:, :, :t0], mask=seen_mask[:, :, :t0])
+        _, fore, _ = _posterior_means(
+            config, params, group, forecast=K, num_samples=num_samples, seed=seed
+        )
+        rows = origins == t0
+        y_fore[rows] = fore.reshape(M * R, K, N)[rows]
+    y_fore = y_fore.reshape(M, R, K, N)
+    overall, per, scored = {}, {s.name: {} for s in sessions}, {}
     for k in horizons:
-        t = T0 - 1 + k  # the guide saw bins 0..T0-1; k steps past the last one
-        parts = [
-            _sums(y[i, :, t : t + 1], y_fore[i, :, k - 1 : k], mask[i, :, t : t + 1])
-            for i in range(len(sessions))
-        ]
-        overall[str(k)] = 1 - sum(a for a, _ in parts) / max(sum(b for _, b in parts), 1e-12)
+        keep = (forecast_targets(bins, origins, k) & real).reshape(M, R)
+        t = np.minimum(origins - 1 + k, T - 1).reshape(M, R)
+        y_t = np.take_along_axis(y, t[..., None, None], 2)  # [M, R, 1, N]
+        m_t = np.take_along_axis(mask, t[..., None, None], 2) & keep[..., None, None]
+        parts = [_sums(y_t[i], y_fore[i, :, k - 1 : k], m_t[i]) for i in range(M)]
+        scored[str(k)] = int(keep.sum())
+        total_sst = sum(b for _, b in parts)
+        overall[str(k)] = 1 - sum(a for a, _ in parts) / total_sst if total_sst > 0 else np.nan
         for s, (sse, sst) in zip(sessions, parts, strict=True):
             per[s.name][str(k)] = 1 - sse / sst if sst > 0 else float("nan")
-    return overall, per
+    return overall, per, scored
 
 
 def _elbo_per_bin(config, params, batch, num_samples, seed) -> float:

@@ -14,15 +14,18 @@ their guide.
 Initialisation and the default remedy against state collapse (what ``fit`` does):
 
 1. **Warm start.** PCA of the standardized observations gives D latent coordinates z (unit
-   variance); k-means (K clusters, k-means++ with restarts) on z gives warm-start labels. The
-   readout starts at the PCA loadings, and each state's dynamics start at a ridge regression of
-   z_{t+1} on z_t over the bins of its cluster (linear: A_k, b_k; rnn: W_k, b_k on the arctanh
-   of the step), so that SVI begins from a segmentation and per-state flows that already
-   explain the data roughly.
-2. **Decaying pull.** For the first ``pull_steps`` SVI steps (default 40% of the step budget)
-   the states' likelihoods receive soft evidence ``w * onehot(label)`` with w decaying linearly
-   from 2 nats to 0 (see :mod:`neurodyn.models.switching`); afterwards the objective is the
-   exact ELBO and the model may move the boundaries where its dynamics say so.
+   variance); k-means (K clusters, k-means++ with restarts) on z gives warm-start labels,
+   refined by an autoregressive HMM. The readout starts at the PCA loadings, and each state's
+   dynamics start at a ridge regression of z_{t+1} on z_t over the bins of its cluster
+   (linear: A_k, b_k; rnn: W_k, b_k on the arctanh of the step), so that SVI begins from a
+   segmentation and per-state flows that already explain the data roughly. Only observed bins
+   count (padded, masked bins of ragged trials are left out of every step), and the labels of
+   unobserved bins are -1.
+2. **Decaying pull.** For the first ``pull_steps`` SVI steps (default 800) the states'
+   likelihoods receive soft evidence ``w * onehot(label)`` with w decaying linearly from 2 nats
+   to 0 (see :mod:`neurodyn.models.switching`); none on unobserved bins (label -1). Afterwards
+   the objective is the exact ELBO and the model may move the boundaries where its dynamics
+   say so.
 
 Why this default: with a randomly initialised guide and dynamics, every state explains the data
 equally badly at first and the ELBO's easiest ascent is to let one state take every bin (state
@@ -30,11 +33,19 @@ collapse). Geometry (k-means on PCA) is a cheap and good guess of the regimes in
 target (Lorenz lobes, NASCAR track segments), and an annealed pull keeps the guess from being
 forgotten before the per-state dynamics have differentiated, without biasing the final fit.
 SNLDS's temperature annealing was not needed on our benchmarks and is not implemented.
+
+When to stop: the step size is held while the pull is on, then halves every ``lr_half_life``
+steps down to a floor (:func:`learning_rate`, a function of the step alone), and the run stops
+as soon as the package's convergence check passes (:func:`converged`); ``steps`` is only a
+ceiling. A fit that reaches the ceiling without converging, or whose posterior puts more than
+95% of the training bins in one state, says so in a :class:`FitWarning` line.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
 
@@ -48,7 +59,8 @@ from ..data import concat_trials
 from ..guides import guide_option, load_guide
 from ..guides.encoders import TrajectoryEncoder
 from ..guides.switching import GUIDES, GuideTrajectories, switching_guide, weight_guide
-from ..inference import hmm, svi
+from ..inference import diagnostics, hmm, svi
+from ..inference.diagnostics import FitWarning
 from ..models.dynamics import Readout, StateDynamics
 from ..models.switching import CONFIGS, LINKS, WEIGHT_PRIORS, Spec, resolve_priors, switching_model
 from ..models.weights import posterior_median_weights
@@ -58,14 +70,15 @@ DEFAULTS = dict(
     states=2,
     latent_dim=3,
     guide="dkf",
-    steps=2000,
+    steps=20000,
     seed=0,
     batch_size=None,
     learning_rate=1e-2,
-    lr_decay=0.05,
-    patience=150,
+    lr_decay=0.1,
+    lr_half_life=250,
+    patience=None,
     pull_weight=2.0,
-    pull_fraction=0.4,
+    pull_steps=800,
     encoder_hidden=32,
 )
 _NOT_HERE = ("embedding_dim", "rank")
@@ -110,10 +123,11 @@ def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict
     Options (None = default): states (K, default 2; 1 for lds/rnn), latent_dim (D, 3),
     likelihood ("gaussian"/"poisson"; default poisson for non-negative integer counts), guide
     ("dkf", "meanfield", "delta", a user guide's "module:function" path or the function itself),
-    priors ({site: spec string or number}), steps (2000, with a plateau stop), seed, batch_size,
-    and
-    the advanced keys link, readout, dynamics, learning_rate, patience, pull_weight,
-    pull_fraction, encoder_hidden.
+    priors ({site: spec string or number}), steps (the most steps: the fit stops earlier, as
+    soon as the convergence check passes; see :func:`fit`), seed, batch_size, and the advanced
+    keys link, readout, dynamics, learning_rate, lr_decay, lr_half_life, patience (a plateau
+    stop on top of the convergence stop, off by default), pull_weight, pull_steps,
+    encoder_hidden.
     """
     if model not in CONFIGS:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
@@ -204,8 +218,7 @@ def build(config, init: Mapping | None = None):
     modules = _modules(spec, config["encoder_hidden"], config["seed"], init)
     pull = None
     if config.get("pull_weight") and spec.num_states > 1:
-        steps = max(1, int(config["pull_fraction"] * config["steps"]))
-        pull = {"weight": float(config["pull_weight"]), "steps": steps}
+        pull = {"weight": float(config["pull_weight"]), "steps": pull_steps(config)}
     kw = dict(spec=spec, modules=modules, priors=config["priors"], pull=pull)
     auto = weight_guide(spec, modules, config["priors"]) if spec.has_latent else None
     if auto is not None:
@@ -221,8 +234,58 @@ def build(config, init: Mapping | None = None):
     return spec, model, guide
 
 
+def pull_steps(config) -> int:
+    """Steps of the warm-start pull: ``pull_steps``, but at most 40% of a short step budget so
+    that a short run still ends on the exact ELBO (runs made before ``pull_steps`` existed: a
+    fraction ``pull_fraction`` of their step budget)."""
+    if "pull_steps" in config:
+        return max(1, min(int(config["pull_steps"]), int(0.4 * config["steps"])))
+    return max(1, int(config["pull_fraction"] * config["steps"]))
+
+
+def learning_rate(config):
+    """The step size schedule of :func:`fit`, a function of the step alone (not of the budget).
+
+    ``learning_rate`` while the warm-start pull is on, then halving every ``lr_half_life``
+    steps down to the floor ``lr_decay * learning_rate``. Runs made before ``lr_half_life``
+    existed decay exponentially to the floor over their step budget, as they did.
+    """
+    lr0, floor = float(config["learning_rate"]), float(config["lr_decay"])
+    if "lr_half_life" not in config:
+        return optax.exponential_decay(lr0, config["steps"], floor)
+    hold = pull_steps(config) if _pulled(config) else 0
+    half_life = float(config["lr_half_life"])
+
+    def schedule(step):
+        decay = 0.5 ** (jnp.maximum(step - hold, 0) / half_life)
+        return lr0 * jnp.maximum(decay, floor)
+
+    return schedule
+
+
+def _pulled(config) -> bool:
+    """Whether fits of ``config`` have a warm-start pull (a pull weight and K > 1)."""
+    return bool(config.get("pull_weight")) and config["spec"]["num_states"] > 1
+
+
+def floor_step(config) -> int:
+    """The first step at which :func:`learning_rate` is at its floor: the pull's steps (if
+    any) plus ``lr_half_life * log2(1 / lr_decay)``. :func:`fit` checks convergence from there
+    on, so that the check judges the loss curve at its final step size."""
+    hold = pull_steps(config) if _pulled(config) else 0
+    halvings = np.log2(1.0 / float(config["lr_decay"])) if config["lr_decay"] < 1 else 0.0
+    return hold + int(np.ceil(float(config["lr_half_life"]) * halvings))
+
+
+def converged(losses) -> bool:
+    """The stop rule of :func:`fit`: :func:`~neurodyn.inference.diagnostics.elbo_convergence`
+    of the loss history float (steps,), the same check the run's metrics report."""
+    return diagnostics.elbo_convergence(losses)["converged"]
+
+
 def batch_of(session, warm=None) -> dict:
-    """The arrays a step sees: y, mask (and warm-start labels)."""
+    """The arrays a step sees: y [R, T, N], mask [R, T, N] (and warm-start labels int [R, T],
+    -1 on bins without any observed neuron, where the pull is off)."""
     batch = {"y": jnp.asarray(session.y), "mask": jnp.asarray(session.mask)}
     if warm is not None:
         batch["warm"] = jnp.asarray(warm, jnp.int32)
@@ -263,27 +326,48 @@ def _ridge(x, y, alpha=1e-2):
     return W, my - mx @ W
 
 
+def observed_bins(mask) -> np.ndarray:
+    """Bins with any observed neuron: bool [R, T] from a mask [R, T, N]."""
+    return np.asarray(mask, bool).any(-1)
+
+
+def _within(bins) -> np.ndarray:
+    """Bins up to each trial's last observed bin (padding after it is False): bool [R, T]."""
+    T = bins.shape[1]
+    last = np.where(bins.any(1), T - 1 - np.argmax(bins[:, ::-1], 1), -1)
+    return np.arange(T)[None] <= last[:, None]
+
+
 def warm_start(spec: Spec, session, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """Warm-start labels (trials, T) and initial module values from PCA + k-means."""
-    y, mask = session.y.astype(np.float64), session.mask
+    """Warm-start labels int [R, T] and initial module values from PCA + k-means + AR-HMM.
+
+    Only observed entries count: the standardization, the PCA and the k-means use the bins with
+    any observed neuron, the AR-HMM scores only steps between observed bins and ignores the
+    padding after each trial's last observed bin, and the per-state ridge fits use observed
+    steps. Labels of bins without any observed neuron are -1 (no pull there). Appending padded
+    bins to trials leaves the labels of the observed bins unchanged.
+    """
+    y, mask = session.y.astype(np.float64), np.asarray(session.mask, bool)
     if spec.likelihood == "poisson":
         y = np.log1p(y)
+    bins = observed_bins(mask)  # [R, T]
     count = np.maximum(mask.sum((0, 1)), 1)
     center = (y * mask).sum((0, 1)) / count
     scale = np.sqrt((((y - center) * mask) ** 2).sum((0, 1)) / count) + 1e-3
     z = np.where(mask, (y - center) / scale, 0.0)  # [R, T, N]
     R, T, N = z.shape
     D = max(spec.latent_dim, 1)
-    _, sv, vt = np.linalg.svd(z.reshape(-1, N), full_matrices=False)
-    D_eff = min(D, N)
+    _, sv, vt = np.linalg.svd(z[bins], full_matrices=False)
+    D_eff = min(D, N, int(bins.sum()))
     loadings = vt[:D_eff]  # [D', N]
-    scores = z.reshape(-1, N) @ loadings.T
-    sd = scores.std(0) + 1e-6
+    scores = z.reshape(-1, N) @ loadings.T  # [R * T, D']
+    sd = scores[bins.reshape(-1)].std(0) + 1e-6
     latent = np.zeros((R * T, D))
     latent[:, :D_eff] = scores / sd
-    latent = latent.reshape(R, T, D)
-    labels = _kmeans(latent[..., : min(D_eff, 3)].reshape(R * T, -1), spec.num_states, seed)
-    labels = _arhmm(latent, labels.reshape(R, T), spec.num_states)
+    latent = np.where(bins.reshape(-1, 1), latent, 0.0).reshape(R, T, D)
+    labels = np.full((R, T), -1)
+    labels[bins] = _kmeans(latent[bins][:, : min(D_eff, 3)], spec.num_states, seed)
+    labels = _arhmm(latent, labels, spec.num_states, bins)
     init = {"center": center, "scale": scale}
     if spec.likelihood == "gaussian":
         init["global_init"] = {"obs_scale": np.full(N, 0.5, np.float32) * scale}
@@ -291,60 +375,74 @@ def warm_start(spec: Spec, session, seed: int = 0) -> tuple[np.ndarray, dict]:
         return labels, init
     C = np.zeros((D, N))
     C[:D_eff] = (loadings * sd[:, None]) * scale[None]  # y ~ center + latent @ C
-    if spec.likelihood == "poisson":  # drive ~ log1p(y) (rough: softplus ~ identity when large)
-        C, mean = C, center
-    init.update(C=C, d=center if spec.likelihood == "gaussian" else mean)
-    init.update(_dynamics_init(spec, latent, labels))
+    # Poisson: the drive ~ log1p(y) (rough: softplus ~ identity when large)
+    init.update(C=C, d=center)
+    init.update(_dynamics_init(spec, latent, labels, bins))
     return labels, init
 
 
-def _arhmm(z, labels, K: int, iters: int = 30, stickiness: float = 10.0) -> np.ndarray:
+def _arhmm(z, labels, K: int, bins=None, iters: int = 30, stickiness: float = 10.0):
     """Refine labels with an autoregressive HMM fitted by EM with the core.
 
     z_t | s_t = k ~ N(A_k z_{t-1} + b_k, diag q_k): E-step = :func:`hmm.smooth`, M-step =
     weighted ridge regressions and the sticky transition counts. z: [R, T, D]; labels int
-    [R, T] the initial segmentation. Returns the Viterbi labels [R, T].
+    [R, T] the initial segmentation (-1 where unobserved); bins: bool [R, T] observed bins
+    (None = all). Only steps between two observed bins are scored; after each trial's last
+    observed bin the chain's transitions are flat (log 0), so trailing padding changes neither
+    the smoothed marginals nor the Viterbi path of the observed bins. Returns the Viterbi
+    labels int [R, T], -1 on unobserved bins.
     """
-    if K == 1:
-        return labels
     R, T, D = z.shape
+    bins = np.ones((R, T), bool) if bins is None else np.asarray(bins, bool)
+    if K == 1 or T < 2:
+        return np.where(bins, np.maximum(labels, 0), -1)
+    pair = (bins[:, 1:] & bins[:, :-1]).reshape(-1)  # [M] steps between observed bins
     x, nxt = z[:, :-1].reshape(-1, D), z[:, 1:].reshape(-1, D)
     X = np.concatenate([x, np.ones((len(x), 1))], 1)
-    resp = np.eye(K)[labels[:, 1:].reshape(-1)]  # [M, K]
+    resp = np.eye(K)[np.maximum(labels[:, 1:].reshape(-1), 0)] * pair[:, None]  # [M, K]
+    within = _within(bins)
+    flat_tail = jnp.asarray(~within[:, 1:], bool)[..., None, None]  # [R, T-1, 1, 1]
     log_A = np.log(0.9 * np.eye(K) + 0.1 / K)
-    smooth = jax.jit(jax.vmap(hmm.smooth, (None, None, 0)))
+
+    def chain(log_A):  # per-trial, per-step log transitions [R, T-1, K, K]
+        return jnp.where(flat_tail, 0.0, jnp.asarray(log_A, jnp.float32))
+
+    smooth = jax.jit(jax.vmap(hmm.smooth, (None, 0, 0)))
     for _ in range(iters):
         log_lik = np.zeros((len(x), K))
         for k in range(K):
-            w = resp[:, k] + 1e-6
+            w = resp[:, k] + 1e-6 * pair
             Wk = np.linalg.solve(
                 (X * w[:, None]).T @ X + 1e-3 * np.eye(D + 1), (X * w[:, None]).T @ nxt
             )
             err = nxt - X @ Wk
             q = np.maximum((w[:, None] * err**2).sum(0) / w.sum(), 1e-4)
             log_lik[:, k] = -0.5 * (err**2 / q + np.log(2 * np.pi * q)).sum(1)
+        log_lik *= pair[:, None]
         lik = np.concatenate([np.zeros((R, 1, K)), log_lik.reshape(R, T - 1, K)], 1)
-        post = smooth(
-            jnp.full(K, -np.log(K)), jnp.asarray(log_A, jnp.float32), jnp.asarray(lik, jnp.float32)
-        )
-        resp = np.asarray(post.marginals)[:, 1:].reshape(-1, K)
-        counts = np.asarray(post.pairwise).sum((0, 1)) + stickiness * np.eye(K) + 1.0
+        post = smooth(jnp.full(K, -np.log(K)), chain(log_A), jnp.asarray(lik, jnp.float32))
+        resp = np.asarray(post.marginals)[:, 1:].reshape(-1, K) * pair[:, None]
+        steps = within[:, 1:, None, None]  # only steps inside the observed span count
+        counts = (np.asarray(post.pairwise) * steps).sum((0, 1)) + stickiness * np.eye(K) + 1.0
         log_A = np.log(counts / counts.sum(1, keepdims=True))
-    path = jax.vmap(hmm.viterbi, (None, None, 0))(
-        jnp.full(K, -np.log(K)), jnp.asarray(log_A, jnp.float32), jnp.asarray(lik, jnp.float32)
+    path = jax.vmap(hmm.viterbi, (None, 0, 0))(
+        jnp.full(K, -np.log(K)), chain(log_A), jnp.asarray(lik, jnp.float32)
     )
-    return np.asarray(path)
+    return np.where(bins, np.asarray(path), -1)
 
 
-def _dynamics_init(spec: Spec, z, labels) -> dict:
-    """Per-state ridge fits of the step z_t -> z_{t+1} on each warm-start cluster."""
+def _dynamics_init(spec: Spec, z, labels, bins=None) -> dict:
+    """Per-state ridge fits of the step z_t -> z_{t+1} on each warm-start cluster, over steps
+    between observed bins. z: [R, T, D]; labels int [R, T]; bins bool [R, T] (None = all)."""
     if spec.dynamics == "mlp":
         return {}
     K, D = spec.num_states, spec.latent_dim
+    bins = np.ones(labels.shape, bool) if bins is None else np.asarray(bins, bool)
+    pair = (bins[:, 1:] & bins[:, :-1]).reshape(-1)
     x, nxt, lab = z[:, :-1].reshape(-1, D), z[:, 1:].reshape(-1, D), labels[:, 1:].reshape(-1)
     W, b, resid = np.zeros((K, D, D)), np.zeros((K, D)), []
     for k in range(K):
-        on = lab == k
+        on = (lab == k) & pair
         if on.sum() <= D + 1:
             W[k] = np.eye(D) if spec.dynamics == "linear" else 0.0
             continue
@@ -377,11 +475,23 @@ def _initial_values(spec: Spec, session, seed: int):
 
 
 def fit(config, sessions, *, out_dir=None, progress=True, resume=False):
-    """Fit the config's model and guide by SVI; returns (params, FitResult)."""
+    """Fit the config's model and guide by SVI; returns (params, FitResult).
+
+    The run stops as soon as the convergence check (:func:`converged`, the check the run's
+    metrics report) passes, once the warm-start pull is over and the step size has reached its
+    floor (:func:`floor_step`); ``steps`` is only the most it may take. The step size
+    (:func:`learning_rate`) depends on the step alone, so a longer budget does not slow the
+    decay, and the stop rule is a function of the loss history alone, so a resumed run stops
+    where the uninterrupted one would.
+    """
     session = _one_session(sessions)
     spec = spec_of(config)
     labels, init = _initial_values(spec, session, config["seed"])
     _, model, guide = build(config, init)
+    if "lr_half_life" in config:
+        min_steps, stop = floor_step(config), converged
+    else:  # runs made before the convergence stop: their plateau rule after the pull
+        min_steps, stop = (pull_steps(config) if config.get("pull_weight") else 0), None
     result = svi.fit(
         model,
         guide,
@@ -389,20 +499,51 @@ def fit(config, sessions, *, out_dir=None, progress=True, resume=False):
         num_steps=config["steps"],
         seed=config["seed"],
         batch_size=config["batch_size"],
-        learning_rate=optax.exponential_decay(
-            config["learning_rate"], config["steps"], config["lr_decay"]
-        ),
-        patience=config["patience"],
+        learning_rate=learning_rate(config),
+        patience=config.get("patience"),
         checkpoint_every=config.get("checkpoint_every", 250) if out_dir else None,
-        # No plateau stop while the warm-start pull is on: its loss curve is not the final one.
-        min_steps=int(config["pull_fraction"] * config["steps"])
-        if config.get("pull_weight")
-        else 0,
+        # No stop while the warm-start pull is on: its loss curve is not the final one.
+        min_steps=min_steps,
+        stop=stop,
         out_dir=out_dir,
         resume=resume,
         progress=progress,
     )
+    occupancy = None
+    if spec.num_states > 1 and not result.interrupted:
+        occupancy = training_occupancy(config, result.params, session)
+    result = FitResult(*result, occupancy)
+    if not result.interrupted:
+        for line in _fit_warnings(config, result):
+            warnings.warn(line, FitWarning, stacklevel=2)
     return result.params, result
+
+
+FitResult = collections.namedtuple("FitResult", (*svi.FitResult._fields, "state_occupancy"))
+FitResult.__doc__ = """:class:`neurodyn.inference.svi.FitResult`'s fields and ``state_occupancy``:
+float (K,) fractions of the training data's observed bins in each state of the fitted posterior's
+Viterbi path (None for K = 1 or an interrupted fit)."""
+
+
+def training_occupancy(config, params, session) -> list:
+    """Fractions of ``session``'s observed bins in each state (K,) on the Viterbi path given
+    the guide's posterior-mean trajectory (for hmm: given y)."""
+    from ..inference import switching_predict
+
+    predict, point_params = _for_prediction(config, params)
+    states = switching_predict.most_likely_states(predict, point_params, session)
+    K = spec_of(config).num_states
+    occupancy = diagnostics.state_occupancy(states, session.bin_mask, K)
+    return [float(v) for v in occupancy]
+
+
+def _fit_warnings(config, result) -> list[str]:
+    """One line per reason not to compare the fit as it is (no convergence, one state used)."""
+    what = f"{config['model']} fit"
+    lines = [diagnostics.convergence_warning(result.losses, what)]
+    if result.state_occupancy is not None:
+        lines.append(diagnostics.collapse_warning(result.state_occupancy, what))
+    return [line for line in lines if line]
 
 
 def problem(config, params, sessions, *, max_values: int | None = None):

@@ -2,6 +2,8 @@
 
 - :func:`elbo_convergence`: is the loss curve still going down at its end, beyond its noise?
 - :func:`rank_histogram_figure`: rank histograms of simulation-based calibration;
+  (:func:`convergence_warning` says so in one line.)
+- :func:`state_occupancy` / :func:`collapse_warning`: does a fit with K states use only one?
 - :func:`ppc_statistics` / :func:`ppc_figure`: summary statistics of the observed data against
   the same statistics of posterior predictive draws (mean rate and Fano factor per neuron,
   autocorrelation of the population activity, dwell times of discrete states).
@@ -40,6 +42,47 @@ def elbo_convergence(losses, window_fraction: float = 0.1, min_window: int = 50)
         "noise": noise,
         "window": window,
     }
+
+
+class FitWarning(UserWarning):
+    """A fit that should not be compared as it is: it did not converge, or it collapsed onto
+    one discrete state. The message is one line."""
+
+
+def convergence_warning(losses, what: str = "the fit") -> str | None:
+    """One line saying that the loss curve float (steps,) failed :func:`elbo_convergence`
+    (None when it passed)."""
+    check = elbo_convergence(losses)
+    if check["converged"]:
+        return None
+    return (
+        f"{what} did not converge in {len(losses)} steps: the loss still falls by "
+        f"{check['drift']:.3g} over its last {check['window']} steps, more than its noise "
+        f"{check['noise']:.3g}; compare it with others only after resuming it with more --steps"
+    )
+
+
+def state_occupancy(states, bin_mask=None, num_states: int | None = None) -> np.ndarray:
+    """Fraction of observed bins in each state: float (K,). states: int (trials, T);
+    bin_mask: bool (trials, T) bins that count (None = all)."""
+    states = np.asarray(states)
+    keep = np.ones(states.shape, bool) if bin_mask is None else np.asarray(bin_mask, bool)
+    K = num_states or int(states.max()) + 1
+    counts = np.bincount(states[keep].astype(int), minlength=K)[:K]
+    return counts / max(int(keep.sum()), 1)
+
+
+def collapse_warning(occupancy, what: str = "the fit", threshold: float = 0.95) -> str | None:
+    """One line when one state holds more than ``threshold`` of the bins (None otherwise).
+    occupancy: float (K,) from :func:`state_occupancy`, K > 1."""
+    occupancy = np.asarray(occupancy, np.float64)
+    if len(occupancy) < 2 or occupancy.max() <= threshold:
+        return None
+    shares = ", ".join(f"{k}: {v:.3f}" for k, v in enumerate(occupancy))
+    return (
+        f"{what} has {len(occupancy)} states but puts {occupancy.max():.1%} of the observed "
+        f"bins in state {int(occupancy.argmax())} (state occupancies {shares})"
+    )
 
 
 def _autocorrelation(x, mask, max_lag):

@@ -38,6 +38,29 @@ def r2_variance_weighted(y_true, y_pred, mask=None) -> float:
     return float(1.0 - sse.sum() / sst.sum())
 
 
+def forecast_origins(bins, horizons) -> np.ndarray:
+    """Per-trial forecast origins T0_i: int [B], the number of bins the guide sees.
+
+    Horizons count from each trial's own last observed bin L_i (its padding after L_i does not
+    count): T0_i = L_i + 1 - max(horizons), at least 1, so that the largest horizon lands on
+    L_i when the trial is long enough; a shorter trial keeps the horizons that fit in it (see
+    :func:`forecast_targets`). bins: bool [B, T] bins with any observed neuron.
+    """
+    bins = np.asarray(bins, bool)
+    T = bins.shape[1]
+    length = np.where(bins.any(1), T - np.argmax(bins[:, ::-1], 1), 0)  # L_i + 1
+    return np.maximum(length - max(horizons), 1).astype(np.int32)
+
+
+def forecast_targets(bins, origins, k: int) -> np.ndarray:
+    """Trials scored at horizon k: bool [B], those whose target bin T0_i - 1 + k is observed
+    (so inside the trial). bins: bool [B, T]; origins: int [B] from :func:`forecast_origins`."""
+    bins = np.asarray(bins, bool)
+    t = np.asarray(origins) - 1 + k
+    inside = t < bins.shape[1]
+    return inside & bins[np.arange(len(t)), np.minimum(t, bins.shape[1] - 1)]
+
+
 def match_labels(pred, true, num_states: int | None = None) -> np.ndarray:
     """Relabel ``pred`` by the one-to-one matching of labels that maximises agreement with
     ``true`` (Hungarian algorithm). Returns the relabelled copy of ``pred``."""

@@ -44,7 +44,7 @@ class FitResult(NamedTuple):
         params: constrained parameters (pytree of numpy arrays).
         losses: float (steps_run,) loss (negative ELBO, full-data scale) per step.
         steps_run: number of optimisation steps taken in total (including resumed ones).
-        stopped_early: True if the plateau rule ended the run.
+        stopped_early: True if the plateau rule or the ``stop`` rule ended the run.
         interrupted: True if Ctrl-C ended the run (a checkpoint was written if out_dir is set).
         seconds: wall time of this call.
     """
@@ -161,6 +161,7 @@ def fit(
     patience: int | None = None,
     min_delta: float = 1e-3,
     min_steps: int = 0,
+    stop: Callable[[np.ndarray], bool] | None = None,
     checkpoint_every: int | None = None,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
@@ -185,6 +186,10 @@ def fit(
             fixed order, so that the same seed gives a bit-equal loss curve in any process).
         patience: stop when :func:`plateaued` says so (checked every chunk); None = never.
         min_steps: never stop on a plateau before this step (e.g. while an annealed term is on).
+        stop: ``stop(losses) -> bool`` on the float (steps_run,) loss history, checked every
+            chunk from ``min_steps`` on (e.g. a convergence check); True ends the run. Being a
+            function of the loss history alone, it stops a resumed run where the uninterrupted
+            one would stop.
         checkpoint_every: write a checkpoint every this many steps (rounded up to a chunk);
             default :data:`CHECKPOINT_EVERY` when ``out_dir`` is set. A checkpoint is also
             written on Ctrl-C and at the end (so that ``resume`` of a finished fit refits
@@ -267,7 +272,9 @@ def fit(
                 _save_checkpoint(out_dir, state, losses)
                 last_checkpoint = step
                 pause_for_tests("svi")
-            if patience and step >= min_steps and plateaued(losses, patience, min_delta):
+            if step >= min_steps and (
+                (patience and plateaued(losses, patience, min_delta)) or (stop and stop(losses))
+            ):
                 stopped_early = True
                 break
     except KeyboardInterrupt:

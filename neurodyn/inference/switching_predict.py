@@ -45,7 +45,13 @@ from ..models.switching import (
 )
 from ..models.switching import simulate as simulate_trial
 from . import hmm, smc
-from .metrics import match_labels, r2_variance_weighted, state_scores
+from .metrics import (
+    forecast_origins,
+    forecast_targets,
+    match_labels,
+    r2_variance_weighted,
+    state_scores,
+)
 
 
 class Fitted:
@@ -329,18 +335,28 @@ def reconstruct(fitted: Fitted, y, mask, num_samples: int, key):
     return predicted_mean(spec, drive).mean(0), h.mean(0)
 
 
-def forecast(fitted: Fitted, y, mask, horizons, num_samples: int, key):
-    """k-step forecasts of E[y] from the first T0 = T - max(horizons) bins.
+def forecast(fitted: Fitted, y, mask, horizons, num_samples: int, key, origins=None):
+    """k-step forecasts of E[y] from each trial's first T0_i bins.
 
-    Returns {k: [B, N]} predictions of bin T0 - 1 + k (0-based), i.e. k bins after the last
-    bin the guide saw.
+    The guide sees bins 0..T0_i - 1 of trial i (later bins are masked out); the core's filtered
+    state at bin T0_i - 1 starts Monte Carlo roll-outs of the model. y, mask: [B, T, N];
+    origins: int [B] T0_i (None: T - max(horizons) for every trial; see
+    :func:`forecast_origins`). Returns {k: [B, N]} predictions of bin T0_i - 1 + k (0-based),
+    i.e. k bins after the last bin the guide saw.
     """
     spec, g = fitted.spec, fitted.g
-    T0 = y.shape[1] - max(horizons)
-    y0, m0 = y[:, :T0], mask[:, :T0]
+    B, T = y.shape[:2]
     steps = max(horizons)
+    if origins is None:
+        origins = jnp.full((B,), T - steps, jnp.int32)
+    origins = jnp.asarray(origins, jnp.int32)
+    seen = jnp.arange(T)[None, :] < origins[:, None]  # [B, T]
+    m0 = mask & seen[..., None]
+    last = origins - 1  # [B]
+    rows = jnp.arange(B)
     if not spec.has_latent:
-        filtered = smoothed_states(fitted, y=y0, mask=m0)[:, -1]  # [B, K]
+        # future bins carry no likelihood, so the smoothed marginals at T0_i - 1 are filtered
+        filtered = smoothed_states(fitted, y=y, mask=m0)[rows, last]  # [B, K]
         A = jnp.exp(g.log_A)
         out, p = {}, filtered
         for k in range(1, steps + 1):
@@ -349,15 +365,22 @@ def forecast(fitted: Fitted, y, mask, horizons, num_samples: int, key):
                 out[k] = p @ predicted_mean(spec, g.readout)
         return out
     k_h, k_roll = jax.random.split(key)
-    h = trajectory_samples(fitted, y0, m0, num_samples, k_h)  # [S, B, T0, D]
-    S, B = h.shape[:2]
-    filtered = jax.vmap(lambda hs: smoothed_states(fitted, h=hs)[:, -1])(h)  # [S, B, K]
+    h = trajectory_samples(fitted, y, m0, num_samples, k_h)  # [S, B, T, D]
+    S = h.shape[0]
+
+    def filtered_at_origin(hs):  # [B, T, D] -> [B, K]: only bins before T0_i count
+        log_init, log_trans, log_lik = jax.vmap(lambda h: state_potentials(g, h))(hs)
+        post = jax.vmap(hmm.smooth)(log_init, log_trans, log_lik, seen)
+        return post.marginals[rows, last]
+
+    filtered = jax.vmap(filtered_at_origin)(h)  # [S, B, K]
+    h_last = h[:, rows, last]  # [S, B, D]
 
     def roll(key, h_last, p_last):
         return roll_forward(g, key, h_last, jnp.log(p_last + 1e-30), steps)[1]
 
     keys = jax.random.split(k_roll, S * B).reshape(S, B, -1)
-    future = jax.vmap(jax.vmap(roll))(keys, h[:, :, -1], filtered)  # [S, B, steps, D]
+    future = jax.vmap(jax.vmap(roll))(keys, h_last, filtered)  # [S, B, steps, D]
     mean_y = predicted_mean(spec, jax.vmap(jax.vmap(jax.vmap(g.readout)))(future)).mean(0)
     return {k: mean_y[:, k - 1] for k in horizons}
 
@@ -379,8 +402,15 @@ def _jit(fn, fitted, *static):
 
 
 def evaluate(config, params, session, *, horizons=(1, 5, 10), num_samples=16, seed=0) -> dict:
-    """Metrics of DESIGN.md: recon_r2, forecast_r2 {k: r2}, state_accuracy and
-    state_balanced_error (with ``states``), elbo_per_bin."""
+    """Metrics of a fitted run on ``session``: recon_r2 (observed entries only),
+    forecast_r2 {k: r2} with forecast_trials {k: trials scored}, state_accuracy and
+    state_balanced_error (with ``states``; observed bins only), elbo_per_bin.
+
+    Forecast horizons count from each trial's own last observed bin (:func:`forecast_origins`);
+    a trial whose target bin is unobserved or past its end is left out of that horizon. A
+    horizon that no trial (or a single one) can score has forecast_r2 NaN and a reason in
+    ``forecast_r2_note`` {k: text}.
+    """
     fitted = Fitted(config, params)
     y, mask = jnp.asarray(session.y), jnp.asarray(session.mask)
     keys = jax.random.split(jax.random.PRNGKey(seed), 3)
@@ -389,14 +419,7 @@ def evaluate(config, params, session, *, horizons=(1, 5, 10), num_samples=16, se
     horizons = tuple(int(k) for k in horizons or ())
     horizons = tuple(k for k in horizons if 0 < k < session.num_timesteps)
     if horizons:
-        preds = _jit(forecast, fitted, horizons, num_samples)(y, mask, keys[1])
-        T0 = session.num_timesteps - max(horizons)
-        metrics["forecast_r2"] = {
-            str(k): r2_variance_weighted(
-                session.y[:, T0 - 1 + k], np.asarray(p), session.mask[:, T0 - 1 + k]
-            )
-            for k, p in preds.items()
-        }
+        metrics.update(_forecast_scores(fitted, session, horizons, num_samples, keys[1]))
     if session.states is not None:
         path = jax.jit(functools.partial(viterbi_states, fitted))(h_mean, y, mask)
         metrics.update(state_scores(np.asarray(path), session.states, session.bin_mask))
@@ -405,6 +428,37 @@ def evaluate(config, params, session, *, horizons=(1, 5, 10), num_samples=16, se
         session.bin_mask.sum()
     )
     return metrics
+
+
+def _forecast_scores(fitted: Fitted, session, horizons, num_samples: int, key) -> dict:
+    """forecast_r2, forecast_trials (and forecast_r2_note) of :func:`evaluate`."""
+    bins = session.bin_mask
+    origins = forecast_origins(bins, horizons)
+    # the guide never sees past the latest origin: crop there (equal-length trials: T - max k)
+    T_seen = int(origins.max())
+    y, mask = jnp.asarray(session.y[:, :T_seen]), jnp.asarray(session.mask[:, :T_seen])
+    preds = jax.jit(
+        lambda y, mask, origins, key: forecast(fitted, y, mask, horizons, num_samples, key, origins)
+    )(y, mask, jnp.asarray(origins), key)
+    rows = np.arange(session.num_trials)
+    r2, scored, notes = {}, {}, {}
+    for k, p in preds.items():
+        keep = forecast_targets(bins, origins, k)
+        t = np.minimum(origins - 1 + k, session.num_timesteps - 1)
+        scored[str(k)] = int(keep.sum())
+        if keep.sum() < 2:
+            r2[str(k)] = float("nan")
+            notes[str(k)] = (
+                f"{int(keep.sum())} trial(s) long enough for a {k}-bin forecast; r2 needs 2"
+            )
+            continue
+        r2[str(k)] = r2_variance_weighted(
+            session.y[rows, t][keep], np.asarray(p)[keep], session.mask[rows, t][keep]
+        )
+    out = {"forecast_r2": r2, "forecast_trials": scored}
+    if notes:
+        out["forecast_r2_note"] = notes
+    return out
 
 
 def most_likely_states(config, params, session, *, num_samples=16, seed=0) -> np.ndarray:
@@ -422,7 +476,11 @@ def most_likely_states(config, params, session, *, num_samples=16, seed=0) -> np
 
 def report(config, params, session, out_dir, *, num_samples=16, seed=0) -> list[Path]:
     """PNGs: ``states.png`` (Viterbi vs reference), ``reconstruction.png`` (a few neurons),
-    ``flow_fields.png`` (per-state flows in the first two latent dimensions)."""
+    ``flow_fields.png`` (per-state flows in the first two latent dimensions).
+
+    Only observed data are drawn: bins without any observed neuron are blank in the state
+    rasters and left out of the flow fields' trajectories, and masked entries are gaps in the
+    reconstruction's data and model curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -435,8 +493,10 @@ def report(config, params, session, out_dir, *, num_samples=16, seed=0) -> list[
     y_hat, h_mean = _jit(reconstruct, fitted, num_samples)(y, mask, jax.random.PRNGKey(seed))
     path = np.asarray(jax.jit(functools.partial(viterbi_states, fitted))(h_mean, y, mask))
     K = fitted.spec.num_states
+    bins = session.bin_mask  # [R, T]
     if session.states is not None:
-        path = match_labels(path, session.states, K)
+        path = path.copy()
+        path[bins] = match_labels(path[bins], session.states[bins], K)
     files = []
 
     trials = min(4, session.num_trials)
@@ -444,9 +504,8 @@ def report(config, params, session, out_dir, *, num_samples=16, seed=0) -> list[
     fig, axes = plt.subplots(trials, 1, figsize=(8, 0.6 * rows * trials + 0.8), squeeze=False)
     for i, ax in enumerate(axes[:, 0]):
         raster = [path[i]] if rows == 1 else [session.states[i], path[i]]
-        ax.imshow(
-            np.array(raster), aspect="auto", cmap="tab10", vmin=0, vmax=9, interpolation="nearest"
-        )
+        raster = np.where(bins[i], np.array(raster, float), np.nan)  # padding drawn blank
+        ax.imshow(raster, aspect="auto", cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
         ax.set_yticks(range(rows), ["model"] if rows == 1 else ["truth", "model"])
         ax.set_ylabel(f"trial {i}", rotation=0, ha="right", va="center")
     axes[-1, 0].set_xlabel("bin")
@@ -455,9 +514,11 @@ def report(config, params, session, out_dir, *, num_samples=16, seed=0) -> list[
 
     neurons = min(4, session.num_neurons)
     fig, axes = plt.subplots(neurons, 1, figsize=(8, 1.5 * neurons), sharex=True, squeeze=False)
+    seen = np.asarray(session.mask[0], bool)  # [T, N]
     for n, ax in enumerate(axes[:, 0]):
-        ax.plot(session.y[0, :, n], color="0.6", lw=1, label="data")
-        ax.plot(np.asarray(y_hat)[0, :, n], color="C3", lw=1.2, label="model")
+        ax.plot(np.where(seen[:, n], session.y[0, :, n], np.nan), color="0.6", lw=1, label="data")
+        model_n = np.where(seen[:, n], np.asarray(y_hat)[0, :, n], np.nan)
+        ax.plot(model_n, color="C3", lw=1.2, label="model")
         ax.set_ylabel(f"neuron {n}")
     axes[0, 0].legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("bin")
@@ -465,18 +526,21 @@ def report(config, params, session, out_dir, *, num_samples=16, seed=0) -> list[
     files.append(_save(fig, out_dir / "reconstruction.png"))
 
     if h_mean is not None and fitted.spec.latent_dim >= 2:
-        files.append(_flow_fields(plt, fitted, np.asarray(h_mean), path, out_dir))
+        files.append(_flow_fields(plt, fitted, np.asarray(h_mean), path, bins, out_dir))
     return files
 
 
-def _flow_fields(plt, fitted: Fitted, h, path, out_dir: Path) -> Path:
-    """Arrows f_k(h) - h on a grid over dims 0, 1 (others at their mean), per state."""
+def _flow_fields(plt, fitted: Fitted, h, path, bins, out_dir: Path) -> Path:
+    """Arrows f_k(h) - h on a grid over dims 0, 1 (others at their mean), per state, over the
+    observed bins' trajectories. h: [R, T, D]; path: int [R, T]; bins: bool [R, T]."""
     K = fitted.spec.num_states
+    h = np.where(bins[..., None], h, np.nan)  # padding breaks the trajectories' lines
     flat = h.reshape(-1, h.shape[-1])
-    lo, hi = flat[:, :2].min(0), flat[:, :2].max(0)
+    observed = bins.reshape(-1)
+    lo, hi = flat[observed, :2].min(0), flat[observed, :2].max(0)
     pad = 0.1 * (hi - lo)
     gx, gy = np.meshgrid(*(np.linspace(lo[i] - pad[i], hi[i] + pad[i], 15) for i in range(2)))
-    grid = np.tile(flat.mean(0), (gx.size, 1))
+    grid = np.tile(flat[observed].mean(0), (gx.size, 1))
     grid[:, 0], grid[:, 1] = gx.ravel(), gy.ravel()
     steps = np.asarray(jax.vmap(fitted.g.dynamics)(jnp.asarray(grid, jnp.float32))) - grid[:, None]
     fig, axes = plt.subplots(1, K, figsize=(4 * K, 4), squeeze=False)
@@ -489,7 +553,7 @@ def _flow_fields(plt, fitted: Fitted, h, path, out_dir: Path) -> Path:
             color=f"C{k}",
             alpha=0.8,
         )
-        on = path.ravel() == k
+        on = (path.ravel() == k) & observed
         ax.plot(flat[:, 0], flat[:, 1], color="0.85", lw=0.5, zorder=0)
         ax.scatter(flat[on, 0], flat[on, 1], s=2, color=f"C{k}", alpha=0.4)
         ax.set_title(f"state {k}")

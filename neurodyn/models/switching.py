@@ -437,7 +437,8 @@ def hmm_log_lik(spec: Spec, g: Globals, y, mask):
 
 
 def pull_evidence(spec: Spec, batch, step, pull):
-    """Annealed log soft evidence [B, T, K] towards ``batch["warm"]`` labels, or None."""
+    """Annealed log soft evidence [B, T, K] towards ``batch["warm"]`` labels int [B, T], or
+    None; a label of -1 (an unobserved bin) gets no evidence."""
     if not pull or step is None or "warm" not in batch or spec.num_states < 2:
         return None
     weight = pull["weight"] * jnp.clip(1.0 - step / pull["steps"], 0.0, 1.0)
