@@ -14,11 +14,10 @@ Protocol (and why):
    t_half = the first bin from onset on with s_t >= 0.5 p. Labels: 0 ``hold`` (t < t_on),
    1 ``early reach`` (t_on <= t < t_half), 2 ``late reach`` (t >= t_half). Thresholds relative
    to each trial's peak make the labels independent of reach length and reproducible.
-   The issue asked for hold / outward reach / *return*, but these demo trials stop before the
-   hand comes back: the script counts the trials whose speed peaks in their last bin and the bins
-   that move against the trial's peak direction (``data`` in metrics.json: 82 of 98 trials and 4
-   of 3018 bins on the shipped file), so the third phase here splits the outward reach into its
-   slow start and its fast part.
+   The demo trials stop before the hand comes back, so there is no return phase: the third
+   phase splits the outward reach into its slow start and its fast part. The script counts the
+   trials whose speed peaks in their last bin and the bins that move against the trial's peak
+   direction (``data`` in metrics.json) to show it.
 3. **K by model comparison.** Each model is fitted for K in ``--states`` (default 2 3 4; D = 5,
    Poisson softplus likelihood) on the training trials. Held-out elpd on the test trials comes
    from :func:`neurodyn.inference.workflow.heldout` (importance sampling with the guide, PSIS)
