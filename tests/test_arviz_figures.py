@@ -24,9 +24,10 @@ def tree(counts=True, mask=None, seed=0):
         y = np.where(mask[..., None], y, 0.0)
         pred = np.where(mask[..., None], pred, 500.0)  # a padded bin drawn as data would show
     ydims = ("trial", "y_dim_0", "y_dim_1")
-    observed = {"y": (ydims, y)}
-    if mask is not None:
+    observed = {}
+    if mask is not None:  # first, so that picking the first observed variable would be wrong
         observed["observed"] = (("trial", "y_dim_0"), mask)
+    observed["y"] = (ydims, y)
     log_p = rng.normal(-50, 1, (1, DRAWS))
     return xr.DataTree.from_dict(
         {

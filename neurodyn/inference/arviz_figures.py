@@ -92,6 +92,9 @@ def _flat_ppc_tree(tree, var_name, mask, figure) -> tuple[xr.DataTree, str, int]
     holding only the observed entries of ``var_name``."""
     predictive = _group(tree, "posterior_predictive", figure)
     observed = _group(tree, "observed_data", figure)
+    if var_name is None:  # the first observed variable that has predictive draws
+        shared = [k for k in observed.data_vars if k in predictive.data_vars]
+        var_name = shared[0] if shared else None
     name = _variable(observed, var_name, "observed_data", figure)
     _variable(predictive, name, "posterior_predictive", figure)
     obs, pred = observed[name], predictive[name]
@@ -143,7 +146,9 @@ def plot_ppc_rootogram(tree: xr.DataTree, path, *, var_name=None, mask=None) -> 
     pc = arviz_plots.plot_ppc_rootogram(flat, backend="matplotlib")
     fig = pc.viz["figure"].item()
     ax = fig.axes[0]
-    ax.set_title(f"posterior predictive rootogram of '{name}' ({entries} observed entries)")
+    ax.set_title(
+        f"posterior predictive rootogram of '{name}' ({entries} observed bin-neuron entries)"
+    )
     ax.set_xlabel("count per bin")
     ax.set_ylabel("number of entries (sqrt scale)")
     _legend(
@@ -166,7 +171,9 @@ def plot_ppc_dist(tree: xr.DataTree, path, *, var_name=None, mask=None, num_samp
     )
     fig = pc.viz["figure"].item()
     ax = fig.axes[0]
-    ax.set_title(f"posterior predictive density of '{name}' ({entries} observed entries)")
+    ax.set_title(
+        f"posterior predictive density of '{name}' ({entries} observed bin-neuron entries)"
+    )
     ax.set_xlabel(f"'{name}' value per bin and neuron")
     _legend(ax, observed=("observed", "", "-"), predicted=("posterior predictive draws", "", "-"))
     return _save(fig, path)
@@ -215,7 +222,9 @@ def plot_khat(tree: xr.DataTree, path, *, var_name=None) -> Path:
     pc = arviz_plots.plot_khat(elpd, backend="matplotlib", threshold=KHAT_THRESHOLD)
     fig = pc.viz["figure"].item()
     ax = fig.axes[0]
-    ax.set_title(f"Pareto k per trial (above {KHAT_THRESHOLD}: unreliable)")
+    ax.axhline(KHAT_THRESHOLD, color="C3", ls="--", lw=1, label=f"k = {KHAT_THRESHOLD}")
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title(f"Pareto k per trial (above {KHAT_THRESHOLD}: held-out estimate unreliable)")
     ax.set_xlabel("trial")
     ax.set_ylabel("Pareto shape k")
     ax.xaxis.get_major_locator().set_params(integer=True)
