@@ -142,3 +142,13 @@ def test_other_bad_input(tmp_path):
         figs.plot_compare([{"model": "a", "elpd": 1.0}], tmp_path / "x.png")
     with pytest.raises(ValueError, match="comparison DataFrame or rows"):
         figs.plot_compare("table", tmp_path / "x.png")
+
+
+def test_figures_of_a_real_export_read_back_from_netcdf(tmp_path):
+    from tests.test_arviz_export import export
+
+    export(tmp_path, num_samples=100)
+    back = xr.open_datatree(tmp_path / "posterior.nc")
+    assert png(figs.plot_ppc(back, tmp_path / "ppc.png"))  # Gaussian: the density figure
+    assert png(figs.plot_khat(back, tmp_path / "khat.png"))
+    assert png(figs.plot_elbo(back, tmp_path / "elbo.png"))

@@ -145,6 +145,7 @@ def plot_ppc_rootogram(tree: xr.DataTree, path, *, var_name=None, mask=None) -> 
     _pyplot()
     pc = arviz_plots.plot_ppc_rootogram(flat, backend="matplotlib")
     fig = pc.viz["figure"].item()
+    fig.set_size_inches(7.5, 3.5)
     ax = fig.axes[0]
     ax.set_title(
         f"posterior predictive rootogram of '{name}' ({entries} observed bin-neuron entries)"
@@ -170,6 +171,7 @@ def plot_ppc_dist(tree: xr.DataTree, path, *, var_name=None, mask=None, num_samp
         flat, backend="matplotlib", num_samples=min(num_samples, draws), kind="kde"
     )
     fig = pc.viz["figure"].item()
+    fig.set_size_inches(7.5, 3.5)
     ax = fig.axes[0]
     ax.set_title(
         f"posterior predictive density of '{name}' ({entries} observed bin-neuron entries)"
