@@ -23,6 +23,7 @@ class Stacked(NamedTuple):
         num_trials: int32 (M,).
         num_neurons: int32 (M,).
         names: the recordings' names.
+        inputs: float32 (M, R, T, U), 0 at padding; None when the recordings have no inputs.
     """
 
     y: np.ndarray
@@ -31,12 +32,29 @@ class Stacked(NamedTuple):
     num_trials: np.ndarray
     num_neurons: np.ndarray
     names: tuple[str, ...]
+    inputs: np.ndarray | None = None
+
+
+def _input_channels(sessions: list[Session]) -> int | None:
+    """U shared by every recording's ``inputs``, or None when none has inputs; a
+    :class:`SessionError` when only some have them or their channel counts differ."""
+    have = [s.inputs is not None for s in sessions]
+    if not any(have):
+        return None
+    if not all(have):
+        lacking = ", ".join(s.name for s, h in zip(sessions, have, strict=True) if not h)
+        raise SessionError(f"recordings {lacking} lack the 'inputs' the others have")
+    channels = {s.inputs.shape[2] for s in sessions}
+    if len(channels) > 1:
+        raise SessionError(f"recordings have different input channel counts {sorted(channels)}")
+    return channels.pop()
 
 
 def stack(sessions: list[Session]) -> Stacked:
     """Pad a list of sessions into one :class:`Stacked` batch."""
     if not sessions:
         raise SessionError("no recordings given")
+    U = _input_channels(sessions)
     M = len(sessions)
     R = max(s.num_trials for s in sessions)
     T = max(s.num_timesteps for s in sessions)
@@ -44,11 +62,14 @@ def stack(sessions: list[Session]) -> Stacked:
     y = np.zeros((M, R, T, N), np.float32)
     mask = np.zeros((M, R, T, N), bool)
     trial_mask = np.zeros((M, R), bool)
+    inputs = None if U is None else np.zeros((M, R, T, U), np.float32)
     for i, s in enumerate(sessions):
         r, t, n = s.y.shape
         y[i, :r, :t, :n] = s.y
         mask[i, :r, :t, :n] = s.mask
         trial_mask[i, :r] = True
+        if inputs is not None:
+            inputs[i, :r, :t] = s.inputs
     return Stacked(
         y=y,
         mask=mask,
@@ -56,6 +77,7 @@ def stack(sessions: list[Session]) -> Stacked:
         num_trials=np.array([s.num_trials for s in sessions], np.int32),
         num_neurons=np.array([s.num_neurons for s in sessions], np.int32),
         names=tuple(s.name for s in sessions),
+        inputs=inputs,
     )
 
 
@@ -68,6 +90,7 @@ def concat_trials(sessions: list[Session]) -> Session:
         raise SessionError(
             f"recordings have different neuron counts {sorted(counts)}; this model needs one count"
         )
+    _input_channels(sessions)
     T = max(s.num_timesteps for s in sessions)
 
     def pad(x, fill=0):
@@ -89,6 +112,7 @@ def concat_trials(sessions: list[Session]) -> Session:
         states=cat("states"),
         behavior=cat("behavior"),
         latents=cat("latents"),
+        inputs=cat("inputs"),
         dt=first.dt,
         name="+".join(s.name for s in sessions),
         meta=first.meta if len(sessions) == 1 else {},

@@ -1,11 +1,12 @@
 """Session files: one recording as trials x time bins x neurons.
 
-The on-disk contract (DESIGN.md, "Session file"): an ``.npz`` with
+The on-disk contract: an ``.npz`` with
 
 - ``y``: (trials, T, N) float (Gaussian) or non-negative integer counts (Poisson). Required.
 - ``mask``: bool (trials, T) or (trials, T, N); False = missing / padding. Optional.
 - ``states``: int (trials, T) reference labels; ``behavior``: float (trials, T, B);
   ``latents``: float (trials, T, D); ``dt``: seconds per bin; ``name``: a string.
+- ``inputs``: float (trials, T, U) known external inputs (stimuli, task events) per bin.
 - ``meta``: optional JSON string with anything else (e.g. a simulator's generating parameters).
 
 In memory the mask is always (trials, T, N); masked entries of ``y`` are set to 0 so that no
@@ -40,6 +41,7 @@ class Session:
         states: optional int32 (trials, T) reference labels (evaluation only).
         behavior: optional float32 (trials, T, B) (evaluation only).
         latents: optional float32 (trials, T, D) true latents (simulations only).
+        inputs: optional float32 (trials, T, U) known external inputs per bin.
         dt: seconds per bin.
         name: a label for the recording.
         meta: JSON-serialisable extras (e.g. generating parameters of a simulation).
@@ -50,6 +52,7 @@ class Session:
     states: np.ndarray | None = None
     behavior: np.ndarray | None = None
     latents: np.ndarray | None = None
+    inputs: np.ndarray | None = None
     dt: float = 1.0
     name: str = "session"
     meta: dict = dataclasses.field(default_factory=dict)
@@ -80,7 +83,7 @@ class Session:
         return out
 
 
-_PER_TRIAL = ("y", "mask", "states", "behavior", "latents")
+_PER_TRIAL = ("y", "mask", "states", "behavior", "latents", "inputs")
 
 
 def make_session(
@@ -90,6 +93,7 @@ def make_session(
     states=None,
     behavior=None,
     latents=None,
+    inputs=None,
     dt: float = 1.0,
     name: str = "session",
     meta: dict | None = None,
@@ -100,6 +104,7 @@ def make_session(
     Args:
         y: (trials, T, N) observations. NaN entries are an error unless masked out.
         mask: None, bool (trials, T) or (trials, T, N).
+        inputs: None or float (trials, T, U), finite everywhere (padded bins included).
         likelihood: if "poisson", counts must be non-negative integers (on observed entries).
     """
     where = name
@@ -148,6 +153,7 @@ def make_session(
     states = _optional(states, "states", (trials, T), where, np.int32)
     behavior = _optional(behavior, "behavior", (trials, T, None), where, np.float32)
     latents = _optional(latents, "latents", (trials, T, None), where, np.float32)
+    inputs = _inputs(inputs, (trials, T), where)
     dt = _seconds(dt, where)
     return Session(
         y=y.astype(np.float32),
@@ -155,6 +161,7 @@ def make_session(
         states=states,
         behavior=behavior,
         latents=latents,
+        inputs=inputs,
         dt=dt,
         name=str(name),
         meta=dict(meta or {}),
@@ -209,6 +216,31 @@ def _optional(x, key, shape, where, dtype):
     return x.astype(dtype)
 
 
+def _inputs(x, trials_T, where):
+    """``inputs`` as float32 (trials, T, U) or None; :class:`SessionError` naming 'inputs'."""
+    if x is None:
+        return None
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[:2] != trials_T:
+        raise SessionError(
+            f"{where}: 'inputs' has shape {x.shape}, expected (trials, T, U) = "
+            f"({trials_T[0]}, {trials_T[1]}, U) like 'y'"
+        )
+    if x.shape[2] == 0:
+        raise SessionError(f"{where}: 'inputs' has no input channels (shape {x.shape})")
+    if x.dtype == bool or not (
+        np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    ):
+        raise SessionError(f"{where}: 'inputs' must be real numbers, got dtype {x.dtype}")
+    if not np.isfinite(x).all():
+        t = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise SessionError(
+            f"{where}: 'inputs' has {int((~np.isfinite(x)).sum())} NaN/Inf entries "
+            f"(first at {t}); give 0 at padded bins"
+        )
+    return x.astype(np.float32)
+
+
 def load_session(path, likelihood: str | None = None) -> Session:
     """Read and validate a session ``.npz``; raises :class:`SessionError` naming the problem."""
     path = Path(path)
@@ -248,6 +280,7 @@ def load_session(path, likelihood: str | None = None) -> Session:
             states=arrays.get("states"),
             behavior=arrays.get("behavior"),
             latents=arrays.get("latents"),
+            inputs=arrays.get("inputs"),
             dt=arrays["dt"] if "dt" in arrays else 1.0,
             name=name,
             meta=meta,
@@ -266,7 +299,7 @@ def save_session(path, session: Session) -> Path:
         per_bin = session.mask.all(-1)
         compact = (session.mask == per_bin[..., None]).all()
         arrays["mask"] = per_bin if compact else session.mask
-    for key in ("states", "behavior", "latents"):
+    for key in ("states", "behavior", "latents", "inputs"):
         if getattr(session, key) is not None:
             arrays[key] = getattr(session, key)
     if session.meta:

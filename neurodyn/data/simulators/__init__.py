@@ -13,6 +13,7 @@ SIMULATORS = {
     "lorenz": "neurodyn.data.simulators.switching:simulate_lorenz",
     "nascar": "neurodyn.data.simulators.switching:simulate_nascar",
     "slds": "neurodyn.data.simulators.switching:simulate_slds",
+    "input-switching": "neurodyn.data.simulators.switching:simulate_input_switching",
     "limit-cycle": "neurodyn.data.simulators.families:simulate_limit_cycles",
     "duffing": "neurodyn.data.simulators.families:simulate_duffing",
     "hopf": "neurodyn.data.simulators.families:simulate_hopf",

@@ -1,7 +1,7 @@
-"""Simulators for the switching family: Lorenz (two lobes), NASCAR (rSLDS paper) and an SLDS
-with stationary transitions.
+"""Simulators for the switching family: Lorenz (two lobes), NASCAR (rSLDS paper), an SLDS
+with stationary transitions and a two-regime system switched by an input pulse.
 
-All three return a :class:`~neurodyn.data.Session` with ``states`` (the true discrete state per bin)
+All return a :class:`~neurodyn.data.Session` with ``states`` (the true discrete state per bin)
 and ``latents`` (the true continuous trajectory), observed through random neurons.
 """
 
@@ -213,5 +213,71 @@ def simulate_slds(
         latents=latents,
         name="slds",
         meta={"simulator": "slds", "seed": seed, "likelihood": likelihood, "stay": stay},
+        likelihood=likelihood,
+    )
+
+
+def simulate_input_switching(
+    *,
+    seed: int = 0,
+    likelihood: str = "gaussian",
+    num_trials: int = 16,
+    num_timesteps: int = 100,
+    num_neurons: int = 20,
+    pulse_window: tuple[float, float] = (0.2, 0.8),
+    pulse_amplitude: float = 1.0,
+    process_noise: float = 0.05,
+    noise_scale: float = 0.2,
+    rate_scale: float = 2.0,
+) -> Session:
+    """Two linear regimes and an external input that switches between them.
+
+    Each trial has one scalar pulse, ``inputs[i, p_i, 0] = pulse_amplitude``, at a bin p_i drawn
+    uniformly from the ``pulse_window`` fraction of the trial; elsewhere the input is 0. The
+    state is 0 up to and including the pulse bin and 1 from the next bin on (s_t = 1 iff a
+    pulse came at some t' < t), so the switch time is known from the input but not from the
+    observations before it. In state k, h_t = c_k + A_k (h_{t-1} - c_k) + eps_t with
+    eps_t ~ N(0, ``process_noise``^2 I): state 0 a slow counter-clockwise damped rotation about
+    (-1, 0), state 1 a faster clockwise one about (+1, 0); h_1 ~ N(c_0, 0.25 I). Observed
+    through ``num_neurons`` random linear neurons as in :func:`simulate_lorenz`.
+
+    Returns a session with ``inputs`` (trials, T, 1), ``states`` and ``latents`` (trials, T, 2).
+    """
+    lo, hi = pulse_window
+    if not 0 <= lo <= hi < 1:
+        raise ValueError(f"pulse_window must satisfy 0 <= lo <= hi < 1, got {pulse_window}")
+    first, last = int(lo * num_timesteps), min(int(hi * num_timesteps), num_timesteps - 2)
+    if num_timesteps < 3 or last < first:
+        raise ValueError(
+            f"num_timesteps={num_timesteps} is too short for a pulse in the window {pulse_window}"
+        )
+    rng = np.random.default_rng(seed)
+    centres = np.array([[-1.0, 0.0], [1.0, 0.0]])
+    A = np.stack([0.98 * _rotation(0.15), 0.95 * _rotation(-0.3)])
+    pulse = rng.integers(first, last + 1, size=num_trials)
+    t = np.arange(num_timesteps)
+    inputs = np.where(t[None, :] == pulse[:, None], pulse_amplitude, 0.0)[..., None]
+    states = (t[None, :] > pulse[:, None]).astype(np.int32)
+    latents = np.empty((num_trials, num_timesteps, 2))
+    z = centres[0] + 0.5 * rng.normal(size=(num_trials, 2))
+    for step in range(num_timesteps):
+        s = states[:, step]
+        if step > 0:
+            c = centres[s]
+            z = c + np.einsum("bij,bj->bi", A[s], z - c) + process_noise * rng.normal(size=z.shape)
+        latents[:, step] = z
+    y = _observe(rng, latents, num_neurons, likelihood, noise_scale, rate_scale)
+    return make_session(
+        y,
+        states=states,
+        latents=latents,
+        inputs=inputs,
+        name="input_switching",
+        meta={
+            "simulator": "input-switching",
+            "seed": seed,
+            "likelihood": likelihood,
+            "pulse_bins": pulse.tolist(),
+        },
         likelihood=likelihood,
     )
