@@ -9,7 +9,6 @@ from numpyro.primitives import Messenger
 
 from ...data.session import Session
 from ...inference import meta_smc, smc
-from ...inference.workflow import Problem
 from .batches import observed_bins, stack_sessions
 from .config import GUIDES, priors_of
 from .networks import build, fitted_networks
@@ -34,6 +33,9 @@ def problem(config: dict, params: dict, sessions: list[Session], *, max_values: 
     R' * M * T * N_max <= max_values: the run folder's ``posterior.nc`` uses it to bound the
     size of its draws of y. Held-out scores and comparisons use every trial.
     """
+    # Imported here: the workflow pulls in ArviZ, which a machine that only fits may lack.
+    from ...inference.workflow import Problem
+
     model, guide, _, _ = build(config)
     N = max(r["num_neurons"] for r in config["recordings"])
     T = max(s.num_timesteps for s in sessions)

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import xarray as xr
 from numpyro import handlers
 
 from ...data.session import Session
 from .batches import stack_sessions
 from .networks import build
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 DRAWS = 50  # default number of posterior draws kept
 
@@ -34,6 +38,9 @@ def posterior(
     attrs: ``draws_kept`` (= num_samples), ``family``, ``model``. ``ValueError`` when a session
     is not one of the run's recordings.
     """
+    # Imported here: xarray comes with ArviZ, which a machine that only fits may lack.
+    import xarray as xr
+
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     batch = stack_sessions(config, sessions)
