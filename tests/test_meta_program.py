@@ -2,13 +2,16 @@
 y=None and fits with a plain SVI loop; counts default to a Poisson likelihood; the posterior
 DataTree has the contract's dims."""
 
+import functools
 import inspect
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from numpyro import handlers
 from numpyro.infer import SVI, Predictive, Trace_ELBO
 from numpyro.optim import optax_to_numpyro
 
@@ -155,3 +158,30 @@ def test_posterior_of_a_model_without_embedding_and_of_an_unknown_recording():
     stranger = make_session(np.zeros((2, 5, 4)) + np.arange(4), name="stranger")
     with pytest.raises(ValueError, match="recording 'stranger' is not part of this run"):
         fam.posterior(config, params, [stranger], num_samples=2)
+
+
+def test_forecast_rolls_the_fitted_dynamics_forward_from_the_last_latent():
+    """Oracle: with the output layer's weights at zero the residual dynamics is a constant
+    drift, f(z) = z + 0.1 b, so the k-step forecast is C (z0 + 0.1 k b) + d."""
+    sessions = _sessions(neurons=(4,), trials=(3,), T=(7,))
+    config = fam.make_config("shared-dynamics", sessions, options=TINY)
+    program = fam.build(config)
+    params = jax.tree_util.tree_map(jnp.asarray, fam.param_template(config))
+    rng = np.random.default_rng(4)
+    D, N = config["latent_dim"], 4
+    b = jnp.asarray(rng.normal(size=D), jnp.float32)
+    dyn = params["dynamics$params"]
+    dyn = eqx.tree_at(lambda m: m.biases[2], dyn, b)
+    C = jnp.asarray(rng.normal(size=(1, N, D)), jnp.float32)
+    d = jnp.asarray(rng.normal(size=(1, N)), jnp.float32)
+    params = {**params, "dynamics$params": dyn, "readout_weight": C, "readout_bias": d}
+    z0 = jnp.asarray(rng.normal(size=(1, 3, D)), jnp.float32)
+    priors = fam.priors_of(config)
+    roll = functools.partial(
+        fam.predict.forecast_mean, spec=program.spec, nets=program.nets, priors=priors
+    )
+    y = handlers.substitute(roll, data=params)(jnp.zeros(1, jnp.int32), None, z0, 4)
+    steps = jnp.arange(1, 5)[:, None]
+    z = z0[:, :, None, :] + 0.1 * steps * b  # (1, 3, 4, D)
+    expected = jnp.einsum("mbtd,mnd->mbtn", z, C) + d[:, None, None, :]
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
