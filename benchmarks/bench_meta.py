@@ -46,7 +46,7 @@ def compiled_step(M, *, trials, T, batch, model="meta-dssm"):
         for i in range(M)
     ]
     config = meta.make_config(model, sessions, options=dict(batch_size=batch))
-    model_fn, guide_fn, _, _ = meta.program(config)
+    model_fn, guide_fn, _, _ = meta.build(config)
     data = jax.tree_util.tree_map(jax.numpy.asarray, meta.stack_sessions(config, sessions))
     sample = meta.recording_sampler(batch)
     svi = SVI(model_fn, guide_fn, optax_to_numpyro(optax.adam(1e-3)), Trace_ELBO())

@@ -273,7 +273,7 @@ def meta_setup(num_recordings=5, trials=16, timesteps=100, batch_size=8):
         seed=0, num_recordings=num_recordings, num_trials=trials, num_timesteps=timesteps
     )
     config = meta.make_config("meta-dssm", sessions, options=dict(batch_size=batch_size))
-    model_fn, guide_fn, spec, nets = meta.program(config)
+    model_fn, guide_fn, spec, nets = meta.build(config)
     data = jax.tree_util.tree_map(jnp.asarray, meta.stack_sessions(config, sessions))
     return config, model_fn, guide_fn, spec, nets, data, meta.recording_sampler(batch_size)
 

@@ -118,7 +118,7 @@ def oracle_r2(train, test, process_noise, horizon=HORIZON):
     z_end = rollout_true(test.meta, z0, horizon, test.dt, process_noise=process_noise)[:, -1]
     pred = np.c_[z_end, np.ones(len(z_end))] @ W  # (R, N)
     t = T0 - 1 + horizon
-    sse, sst = meta._sums(test.y[:, t : t + 1], pred[:, None], test.mask[:, t : t + 1])
+    sse, sst = meta.predict.sse_sst(test.y[:, t : t + 1], pred[:, None], test.mask[:, t : t + 1])
     return 1 - sse / sst
 
 

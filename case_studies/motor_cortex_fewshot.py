@@ -52,6 +52,7 @@ at each n), ``velocity_decoding.png`` (decoded vs true velocity on test trials a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -116,13 +117,18 @@ def _compiled(config: dict, horizon: int):
     key = (meta.spec_of(config), config["seed"], horizon)
     if key in _COMPILED:
         return _COMPILED[key]
-    model, guide, spec, _ = meta.program(config)
+    model, guide, spec, nets = meta.build(config)
+    roll = functools.partial(
+        meta.predict.forecast_mean, spec=spec, nets=nets, priors=meta.priors_of(config)
+    )
 
-    def trace(fn, params, rng, batch, values=None, **kw):
+    def conditioned(fn, params, rng, values=None):
         if values is not None:
             fn = handlers.condition(fn, data=values)
-        fn = handlers.seed(handlers.substitute(fn, data=params), rng)
-        return handlers.trace(fn).get_trace(batch, **kw)
+        return handlers.seed(handlers.substitute(fn, data=params), rng)
+
+    def trace(fn, params, rng, batch, values=None):
+        return handlers.trace(conditioned(fn, params, rng, values)).get_trace(batch)
 
     def draw(params, full, seen, last, rng):
         g = trace(guide, params, rng, full)
@@ -130,12 +136,11 @@ def _compiled(config: dict, horizon: int):
         y_mean = trace(model, params, rng, full, values)["y_mean"]["value"]
         gs = trace(guide, params, rng, seen)
         z = gs["z"]["value"]  # (M, R, T, D)
-        # The model rolls forward from z[:, :, -1]: put each trial's last seen latent there.
-        z_last = jnp.take_along_axis(z, last[:, :, None, None], axis=2)
-        values = {"z": z.at[:, :, -1:].set(z_last)}
-        if "embedding" in gs:
-            values["embedding"] = gs["embedding"]["value"]
-        y_fore = trace(model, params, rng, seen, values, forecast=horizon)["y_forecast"]["value"]
+        # Roll forward from each trial's last seen latent.
+        z_last = jnp.take_along_axis(z, last[:, :, None, None], axis=2)[:, :, 0]
+        values = {k: gs[k]["value"] for k in gs if gs[k]["type"] == "sample"}
+        e = values["embedding"][:, 0] if spec.embedding else None
+        y_fore = conditioned(roll, params, rng, values)(seen["rec"], e, z_last, horizon)
         M = full["y"].shape[0]
         e_loc = g["embedding"]["fn"].mean[:, 0] if spec.embedding else jnp.zeros((M, 0))
         return y_mean, y_fore, e_loc

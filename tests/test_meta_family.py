@@ -8,6 +8,7 @@ from neurodyn.data.simulators.families import simulate_limit_cycles
 from neurodyn.families import family_of
 from neurodyn.families import meta as fam
 from neurodyn.inference import runs
+from neurodyn.models.meta import PER_RECORDING
 
 TINY = dict(hidden=8, steps=6, batch_size=3)
 
@@ -56,7 +57,7 @@ def test_adapt_changes_only_the_new_recording(fitted, sessions, tmp_path):
     assert np.isfinite(result.losses).all()
     for name, before in params.items():
         after = new_params[name]
-        if name in fam.models.PER_RECORDING:
+        if name in PER_RECORDING:
             old = np.asarray(after)[: len(config["recordings"])]
             n = np.shape(before)[1] if name in fam.NEURON_AXIS else None
             np.testing.assert_array_equal(old[:, :n] if n else old, before)
@@ -85,7 +86,7 @@ def test_refined_embedding_is_the_encoders_plus_a_fitted_shift(fitted, sessions)
     assert shift.shape == (3, config["embedding_dim"])
     assert np.array_equal(shift[:2], np.zeros_like(shift[:2])) and np.abs(shift[2]).max() > 0
     for name, before in params.items():
-        if name not in fam.models.PER_RECORDING:
+        if name not in PER_RECORDING:
             for a, b in zip(
                 jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(prm[name]), strict=True
             ):

@@ -10,7 +10,7 @@ from numpyro.infer.util import log_density
 from neurodyn.data.session import make_session
 from neurodyn.families import meta as fam
 from neurodyn.models import hypernetwork as hn
-from neurodyn.models.meta import MarkovGaussian
+from neurodyn.models.meta import PER_RECORDING, MarkovGaussian
 
 TINY = dict(hidden=8, steps=5, batch_size=4)
 
@@ -46,7 +46,7 @@ def _latents(config, batch, seed=1):
 
 
 def _log_joint(config, params, batch, values):
-    model, _, _, _ = fam.program(config)
+    model, _, _, _ = fam.build(config)
     batch = jax.tree_util.tree_map(jnp.asarray, batch)
     density = jax.jit(lambda p, b: log_density(model, (b,), {}, p)[0])
     return float(density({**params, **values}, batch))
@@ -117,7 +117,7 @@ def test_padding_neurons_and_trials_leaves_log_density_unchanged(model):
         alone = fam.make_config(model, [s], options=TINY)
         p = {}
         for name, v in params.items():
-            if name in fam.models.PER_RECORDING:
+            if name in PER_RECORDING:
                 v = v[i : i + 1]
                 p[name] = v[:, : s.num_neurons] if name in fam.NEURON_AXIS else v
             else:

@@ -17,7 +17,7 @@ PATH = "tests.test_meta_user_guide:fixed_scale_guide"
 TINY = dict(hidden=8, steps=6, batch_size=3)
 
 
-def fixed_scale_guide(batch, *, num_trials=None, spec, nets, priors=None, forecast=0):
+def fixed_scale_guide(batch, *, num_trials=None, spec, nets, priors):
     """q(e_i) a free Gaussian per recording (named like the package's, ``embedding_loc``, so
     that adaptation gives a new recording its own); q(z) the package's encoder means with one
     learned scale per latent dimension (shared by every bin): a guide the package lacks."""

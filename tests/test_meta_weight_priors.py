@@ -10,6 +10,7 @@ from numpyro import handlers
 
 from neurodyn.data.simulators.families import simulate_limit_cycles
 from neurodyn.families import meta as fam
+from neurodyn.models.meta import PER_RECORDING
 from neurodyn.models.weights import weight_sites
 
 TINY = dict(hidden=8, steps=6, batch_size=3)
@@ -22,7 +23,7 @@ def sessions():
 
 
 def traces(config, sessions):
-    model, guide, _, _ = fam.program(config)
+    model, guide, _, _ = fam.build(config)
     batch = jax.tree_util.tree_map(jnp.asarray, fam.stack_sessions(config, sessions))
     with handlers.seed(rng_seed=0):
         guide_trace = handlers.trace(guide).get_trace(batch)
@@ -32,7 +33,7 @@ def traces(config, sessions):
 
 def test_weight_priors_make_sample_sites_covered_by_an_autonormal(sessions):
     config = fam.make_config("meta-dssm", sessions[:2], options=dict(TINY, priors=BOTH))
-    _, _, _, nets = fam.program(config)
+    _, _, _, nets = fam.build(config)
     modules = {"dynamics": nets.dynamics, "adapter": nets.adapter}
     priors = {"dynamics": dist.Normal(0.0, 2.0), "adapter": dist.Laplace(0.0, 1.0)}
     sites = set(weight_sites(modules, priors))
@@ -92,7 +93,7 @@ def test_adapt_with_weight_priors_freezes_their_posterior(sessions):
     params, _ = fam.fit(config, sessions[:2], progress=False)
     new_config, new_params, result = fam.adapt(config, params, sessions[2], trials=3, steps=5)
     assert np.isfinite(result.losses).all()
-    shared = [k for k in params if k not in fam.models.PER_RECORDING]
+    shared = [k for k in params if k not in PER_RECORDING]
     assert any(k.endswith("_auto_loc") for k in shared)
     for name in shared:
         for a, b in zip(

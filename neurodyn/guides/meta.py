@@ -16,9 +16,10 @@
 Read-in weights are stored padded, (num_recordings, N_max, P); padded neurons have y = 0 and
 mask = False, so they contribute nothing. The guides have the model's signature.
 
-**User-written guides.** Any function ``fn(batch, *, num_trials=None, spec, nets, priors=None,
-forecast=0)`` (the signature of :func:`meta_guide`), passed as the ``guide`` option or named by
-its import path (``--guide mypkg.guides:fn``), can be the guide. It must draw ``embedding``
+**User-written guides.** Any function ``fn(batch, *, num_trials=None, spec, nets, priors)``
+(the signature of :func:`meta_guide`; ``priors`` holds the model's resolved priors), passed
+as the ``guide`` option or named by its import path (``--guide mypkg.guides:fn``), can be the
+guide. It must draw ``embedding``
 (models with an embedding) inside ``numpyro.plate("recordings", M, dim=-2)`` with batch shape
 (M, 1) and event shape (d_e,) from a distribution with a ``mean`` (predictions read it as
 q(e)'s mean), then ``z`` (M, B, T, D) inside ``numpyro.plate("trials", B, dim=-1)`` with the
@@ -42,7 +43,7 @@ from numpyro.contrib.module import eqx_module
 from numpyro.distributions import constraints
 
 from ..inference import long_scan
-from ..models.meta import MetaSpec, Networks
+from ..models.meta import Networks, Spec
 
 GUIDES = ("amortized", "free")
 
@@ -105,7 +106,7 @@ class LatentEncoder(eqx.Module):
         return loc.reshape(M, B, T, D), (jax.nn.softplus(raw - 2.0) + 1e-3).reshape(M, B, T, D)
 
 
-def readin(spec: MetaSpec, batch):
+def readin(spec: Spec, batch):
     """Per-recording read-in: (M, B, T, N) -> (M, B, T, P)."""
     rec = batch["rec"]
     shape = (spec.num_recordings, spec.max_neurons, spec.readin_dim)
@@ -117,7 +118,7 @@ def readin(spec: MetaSpec, batch):
     return jnp.tanh(x)
 
 
-def embedding_posterior(spec: MetaSpec, nets: Networks, batch, x):
+def embedding_posterior(spec: Spec, nets: Networks, batch, x):
     """loc, scale (M, d_e) of q(e_i): amortized (pooled encoder) or free (one per recording).
 
     With ``spec.embedding_refined`` the amortized mean gets a per-recording shift
@@ -140,8 +141,8 @@ def embedding_posterior(spec: MetaSpec, nets: Networks, batch, x):
     return loc, scale
 
 
-def meta_guide(batch, *, num_trials=None, spec: MetaSpec, nets: Networks, priors=None, forecast=0):
-    """q(e) q(z | y, e) with the model's signature (``priors``/``forecast`` are ignored), and
+def meta_guide(batch, *, num_trials=None, spec: Spec, nets: Networks, priors: dict):
+    """q(e) q(z | y, e) with the model's signature (``priors`` is not used), and
     q(weights) (``nets.weight_guide``, an AutoNormal) when the model's weights have a prior."""
     M, B, T, N = batch["y"].shape
     if nets.weight_guide is not None:

@@ -96,7 +96,7 @@ def _normal(fn) -> dist.Normal:
 
 
 def log_marginals(
-    spec: models.MetaSpec,
+    spec: models.Spec,
     dynamics,
     adapter,
     params,
@@ -113,7 +113,7 @@ def log_marginals(
     parameters (per-recording readouts, noise scales, table offsets); priors: the model's
     resolved priors (``initial``).
     """
-    initial = models.resolve_priors(spec, priors)["initial"]
+    initial = priors["initial"]
     params = jax.tree_util.tree_map(jnp.asarray, params)
     P, D = num_particles, spec.latent_dim
 

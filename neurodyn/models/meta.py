@@ -8,7 +8,7 @@ For recordings i = 1..M (each with its own N_i neurons) and trials j:
     z_ijt      ~ N(f_{theta_i}(z_ij,t-1), diag(q^2))    shared MLP dynamics, residual or direct
     y_ijt      ~ p(y | C_i z_ijt + d_i)                 Gaussian, or Poisson with softplus link
 
-Every baseline is a setting of :class:`MetaSpec` on this one program:
+Every baseline is a setting of :class:`Spec` on this one program:
 
 ==================  ==========  =========  ==========================================
 model               embedding   adapter    notes
@@ -65,7 +65,7 @@ PER_RECORDING = (
 
 
 @dataclasses.dataclass(frozen=True)
-class MetaSpec:
+class Spec:
     """Static settings of the program (from a run's config)."""
 
     num_recordings: int
@@ -102,7 +102,7 @@ class Networks:
 WEIGHT_PRIORS = {"dynamics_weights": "dynamics", "hypernetwork_weights": "adapter"}
 
 
-def default_priors(spec: MetaSpec) -> dict:
+def default_priors(spec: Spec) -> dict:
     """Site -> univariate distribution (applied elementwise).
 
     * ``initial``: Normal(0, 1) on each coordinate of z_1;
@@ -121,7 +121,7 @@ def default_priors(spec: MetaSpec) -> dict:
     return priors
 
 
-def resolve_priors(spec: MetaSpec, user=None) -> dict:
+def resolve_priors(spec: Spec, user=None) -> dict:
     """:func:`default_priors` overridden by ``user`` ({site: distribution or spec string});
     ``PriorError`` names a bad choice."""
     priors = resolve(default_priors(spec), user)
@@ -131,9 +131,8 @@ def resolve_priors(spec: MetaSpec, user=None) -> dict:
     return priors
 
 
-def weight_priors(spec: MetaSpec, priors=None) -> dict:
-    """{module name: prior or None} of the weight priors among (resolved or user) ``priors``."""
-    priors = resolve_priors(spec, priors)
+def weight_priors(priors: dict) -> dict:
+    """{module name: prior or None} of the weight priors among resolved ``priors``."""
     return {module: priors.get(site) for site, module in WEIGHT_PRIORS.items() if site in priors}
 
 
@@ -180,19 +179,7 @@ class MarkovGaussian(dist.Distribution):
         return jnp.concatenate([z1[:, :, None], jnp.moveaxis(rest, 0, 2)], 2)
 
 
-def rollout(transition, z0, steps: int):
-    """Noise-free roll-forward: z0 (M, B, D) -> (M, B, steps, D) of f(z0), f(f(z0)), ..."""
-    M, B, D = z0.shape
-
-    def step(z, _):
-        z = transition(z).reshape(M, B, D)
-        return z, z
-
-    _, zs = jax.lax.scan(step, z0, None, length=steps)
-    return jnp.moveaxis(zs, 0, 2)
-
-
-def recording_dynamics(spec: MetaSpec, dynamics, adapter, e, rec):
+def recording_dynamics(spec: Spec, dynamics, adapter, e, rec):
     """The transition z -> f_{theta(e_i)}(z) of each recording in the batch.
 
     Args:
@@ -225,25 +212,25 @@ def recording_dynamics(spec: MetaSpec, dynamics, adapter, e, rec):
     return transition
 
 
-def readout_mean(spec: MetaSpec, z, C, d):
+def readout_mean(spec: Spec, z, C, d):
     """Mean of y: z (M, B, T, D), C (M, N, D), d (M, N) -> (M, B, T, N)."""
     x = jnp.einsum("mbtd,mnd->mbtn", z, C) + d[:, None, None, :]
     return jax.nn.softplus(x) + 1e-4 if spec.likelihood == "poisson" else x
 
 
-def meta_model(batch, *, num_trials=None, spec: MetaSpec, nets: Networks, priors=None, forecast=0):
+def meta_model(batch, *, num_trials=None, spec: Spec, nets: Networks, priors: dict):
     """The generative program (see the module docstring).
 
     Args:
-        batch: ``y`` (M, B, T, N) float, ``mask`` (M, B, T, N) bool, ``trial_mask`` (M, B) bool,
-            ``rec`` (M,) int recording index, ``scale`` (M,) full-data factor per recording.
-        num_trials: unused (the per-recording factors are in ``batch["scale"]``).
-        priors: site -> distribution or spec string over :func:`default_priors`.
-        forecast: if > 0, also record ``y_forecast`` (M, B, forecast, N): the predicted mean of
-            y rolled forward noise-free from the last latent.
+        batch: ``mask`` (M, B, T, N) bool, ``trial_mask`` (M, B) bool, ``rec`` (M,) int
+            recording index, ``scale`` (M,) full-data factor per recording, and ``y``
+            (M, B, T, N) float, or ``y`` None / absent: y is then drawn (simulation, e.g. by
+            ``numpyro.infer.Predictive``).
+        num_trials: unused (the per-recording factors are in ``batch["scale"]``); accepted
+            because the SVI engine passes it to every model.
+        priors: the resolved priors, site -> distribution (:func:`resolve_priors`).
     """
-    priors = resolve_priors(spec, priors)
-    M, B, T, N = batch["y"].shape
+    M, B, T, N = batch["mask"].shape
     D, rec = spec.latent_dim, batch["rec"]
     dynamics = weights.bind_network("dynamics", nets.dynamics, priors["dynamics_weights"])
     adapter = None
@@ -273,14 +260,10 @@ def meta_model(batch, *, num_trials=None, spec: MetaSpec, nets: Networks, priors
                 obs = dist.Normal(mean, r[:, None, None, :])
             else:
                 obs = dist.Poisson(mean)
-            numpyro.sample("y", obs.mask(batch["mask"]).to_event(2), obs=batch["y"])
-
-    if forecast:
-        future = rollout(f, z[:, :, -1], forecast)
-        numpyro.deterministic("y_forecast", readout_mean(spec, future, C, d))
+            numpyro.sample("y", obs.mask(batch["mask"]).to_event(2), obs=batch.get("y"))
 
 
-def _process_scale(spec: MetaSpec, rec):
+def _process_scale(spec: Spec, rec):
     """Process noise q: (M, 1, D), shared or one per recording."""
     init = jnp.full((spec.latent_dim,), 0.1)
     if spec.process_noise == "per-recording":
