@@ -33,8 +33,11 @@ from ..inference.metrics import forecast_origins, forecast_targets, ridge_decode
 from ..models import hypernetwork as hn
 from ..models import meta as models
 from ..models.weights import posterior_median_weights
+from . import protocol
 
 MODELS = tuple(models.MODEL_SETTINGS)
+NAME = "meta"
+CAPABILITIES = frozenset({protocol.ADAPT, protocol.EMBEDDINGS})
 GUIDES = guides.GUIDES
 NEURON_AXIS = ("readout_weight", "readout_bias", "obs_scale", "readin_weight")
 DEFAULTS = dict(

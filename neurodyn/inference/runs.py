@@ -147,6 +147,20 @@ def _describe(x) -> str:
     return str(x)
 
 
+def read_json(path) -> dict:
+    """A JSON object written by the package (e.g. ``metrics.json``); {} when absent."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunError(f"{path}: not valid JSON") from None
+    if not isinstance(value, dict):
+        raise RunError(f"{path}: not a JSON object")
+    return value
+
+
 def read_config(run_dir) -> dict:
     run_dir = Path(run_dir)
     path = run_dir / CONFIG
