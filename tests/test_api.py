@@ -132,7 +132,7 @@ def test_compare_from_python_matches_the_cli(folders, tmp_path, capsys):
 def test_fit_refuses_an_existing_run_without_resume_or_overwrite(folders, capsys):
     root, _ = folders
     before = {p.name: p.stat().st_mtime_ns for p in (root / "py_run").iterdir()}
-    with pytest.raises(UsageError, match="existing run; add --resume"):
+    with pytest.raises(ValueError, match="existing run; add --resume"):
         neurodyn.fit("srnn", [root / "train.npz"], out=root / "py_run", steps=5)
     argv = ["fit", "srnn", str(root / "train.npz"), "--out", str(root / "py_run"), "--quiet"]
     assert main(argv) == 2
