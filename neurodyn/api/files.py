@@ -8,8 +8,7 @@ from pathlib import Path
 from ..data import loaders, save_session, split_trials
 from ..data.simulators import get_simulator
 from ..errors import UsageError
-from ..inference.run_folder import check_out
-from ..inference.runs import staged_folder
+from ..inference.run_folder import check_out, staged_files
 
 CONVERTERS = ("dad-chewie", "dad-mihi-a", "dad-mihi-b", "widefield", "nlb", "nwb")
 DEFAULT_DATA = Path("../shared/data")
@@ -71,7 +70,7 @@ def simulate(
         raise UsageError(f"simulate {name}: {flags} does not apply to this simulator")
     result = simulator(seed=seed, likelihood=likelihood, **options)
     if isinstance(result, list):  # one file per recording, in a folder
-        with staged_folder(out) as tmp:
+        with staged_files(out) as tmp:
             for session in result:
                 save_session(tmp / f"{session.name}.npz", session)
         return f"wrote {len(result)} recordings to {out}/"
@@ -123,7 +122,7 @@ def convert(
         sessions = [loaders.load_nwb(source, bin_size)]
     if len(sessions) == 1:
         return f"wrote {save_session(out, sessions[0])}"
-    with staged_folder(out) as tmp:
+    with staged_files(out) as tmp:
         for session in sessions:
             save_session(tmp / f"{session.name}.npz", session)
     return f"wrote {', '.join(f'{out}/{x.name}.npz' for x in sessions)}"

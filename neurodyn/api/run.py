@@ -17,7 +17,7 @@ from ..families.protocol import ADAPT, CHECK, STATES, require
 from ..inference import arviz_export, runs, workflow
 from ..inference.diagnostics import ppc_figure, rank_histogram_figure
 from ..inference.metrics import R2_UNDEFINED
-from ..inference.run_folder import INCOMPLETE, check_out, remove_run_files
+from ..inference.run_folder import INCOMPLETE, check_out, remove_run_files, staged_files
 from .sessions import as_sessions
 
 HORIZONS = (1, 5, 10)
@@ -107,7 +107,7 @@ class Run:
         """PNG figures of the run on ``data`` written into the folder ``out``."""
         out = check_out(out, "report")
         sessions = self.sessions(data)
-        with runs.staged_folder(out) as tmp:
+        with staged_files(out) as tmp:
             figures = self.family.report(self.config, self.params, sessions, tmp)
             figures.append(self._ppc(sessions, tmp))
         return [out / Path(f).name for f in figures]
@@ -163,7 +163,7 @@ class Run:
         session = sessions[0]
         if not 1 <= trials <= session.num_trials:
             raise UsageError(f"--trials {trials}: {session.name} has {session.num_trials} trials")
-        with runs.staged_folder(out) as tmp:
+        with staged_files(out) as tmp:
             config, params, result = self.family.adapt(
                 self.config,
                 self.params,
@@ -215,7 +215,7 @@ class Run:
             seed=seed,
         )
         if out is not None:
-            with runs.staged_folder(out) as tmp:
+            with staged_files(out) as tmp:
                 rank_histogram_figure(summary, tmp / "rank_histograms.png")
         return summary
 
