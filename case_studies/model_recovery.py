@@ -33,9 +33,9 @@ import sys
 import time
 from pathlib import Path
 
+from neurodyn.api import sweeps
 from neurodyn.data import save_session, split_trials
 from neurodyn.data.simulators.switching import simulate_nascar, simulate_slds
-from neurodyn.families import sweeps
 
 FULL = dict(train=12, test=12, T=100, steps=1500)
 QUICK = dict(train=4, test=4, T=40, steps=100)

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from neurodyn.api import sweeps
 from neurodyn.data import split_trials
 from neurodyn.data.simulators.switching import simulate_lorenz, simulate_nascar
-from neurodyn.families import sweeps
 from neurodyn.inference import comparison
 
 # Lorenz fits get 5000 steps: at 2000 neither srnn nor slds has converged (the ELBO check says

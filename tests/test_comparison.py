@@ -151,7 +151,7 @@ def loo_problem(guide):
 
 
 def test_vi_corrected_loo_matches_the_exact_leave_one_out_predictive():
-    from neurodyn.families.sweeps import approximate_loo
+    from neurodyn.api.sweeps import approximate_loo
 
     loo = approximate_loo(loo_problem(inflated_guide), num_samples=4000, seed=0)
     assert loo.approx_posterior and loo.elpd_i.shape == (len(Y_LOO),)
@@ -160,7 +160,7 @@ def test_vi_corrected_loo_matches_the_exact_leave_one_out_predictive():
 
 
 def test_vi_corrected_loo_refuses_per_trial_latents_and_point_estimates():
-    from neurodyn.families.sweeps import approximate_loo
+    from neurodyn.api.sweeps import approximate_loo
 
     with pytest.raises(ValueError, match="per-trial latents z"):
         approximate_loo(loo_problem_with(model, make_guide(1.2), Y), num_samples=30)

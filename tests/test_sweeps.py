@@ -6,11 +6,11 @@ import jax
 import numpy as np
 import pytest
 
+from neurodyn.api.sweeps import SUMMARY_COLUMNS, sweep_meta, sweep_states
 from neurodyn.data import split_trials
 from neurodyn.data.simulators.families import simulate_limit_cycles
 from neurodyn.data.simulators.switching import simulate_nascar
 from neurodyn.families import meta, switching
-from neurodyn.families.sweeps import SUMMARY_COLUMNS, sweep_meta, sweep_states
 from neurodyn.inference import runs
 
 TABLE_COLUMNS = ("rank", "elpd", "se", "elpd_diff", "dse", "weight", "khat_max")

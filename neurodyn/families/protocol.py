@@ -68,8 +68,9 @@ class Family(Protocol):
     def supports_smc(self, config: dict) -> bool:
         """Whether :meth:`heldout_smc` applies to runs of ``config``."""
 
-    def heldout_smc(self, config, params, sessions, *, num_particles=None, num_replicates=None,
-                    seed=0):
+    def heldout_smc(
+        self, config, params, sessions, *, num_particles=None, num_replicates=None, seed=0
+    ):
         """-> (metrics, log_marginals (trials,), mcse (trials,))."""
 
     def posterior(self, config, params, sessions, *, num_samples: int, seed: int):

@@ -64,8 +64,11 @@ from ..inference.diagnostics import FitWarning
 from ..models.dynamics import Readout, StateDynamics
 from ..models.switching import CONFIGS, LINKS, WEIGHT_PRIORS, Spec, resolve_priors, switching_model
 from ..models.weights import posterior_median_weights
+from . import protocol
 
 MODELS = tuple(CONFIGS)
+NAME = "switching"
+CAPABILITIES = frozenset({protocol.STATES, protocol.SIMULATE, protocol.CHECK})
 DEFAULTS = dict(
     states=2,
     latent_dim=3,

@@ -14,7 +14,10 @@ It works from NumPyro traces, so any model/guide pair of the package can be expo
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -130,5 +133,13 @@ def to_datatree(
 
 
 def save(tree: xr.DataTree, path) -> None:
-    """Write ``posterior.nc`` (NetCDF4 groups through h5netcdf)."""
-    tree.to_netcdf(path, engine="h5netcdf")
+    """Write ``tree`` as NetCDF4 groups (h5netcdf) atomically: a failed write leaves no file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(suffix=".nc", dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        tree.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

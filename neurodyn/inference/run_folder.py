@@ -30,7 +30,7 @@ INCOMPLETE = ".incomplete"
 STAGING = ".staging"
 FINGERPRINT = "resume_check"  # config.json key: {"data_sha256": str, "options": {...}}
 PAUSE_ENV = "NEURODYN_TEST_PAUSE_AT"  # tests only: warm_start | svi | evaluation
-KINDS = ("run", "report", "recordings", "npz", "json")
+KINDS = ("run", "report", "recordings", "npz", "nc", "json")
 # the files a fit writes into a run folder (all that --overwrite or a failed fit removes)
 RUN_FILES = (
     CONFIG,
@@ -79,7 +79,8 @@ def check_out(path, kind: str, *, option: str = "--out", resume=False, overwrite
         kind: ``run`` (a run folder: new, empty, or an existing run with ``resume`` or
             ``overwrite``), ``report`` (a folder: new, empty, or one holding only PNG figures),
             ``recordings`` (a folder of session files; existing ones need ``overwrite``),
-            ``npz`` (one session file; an existing one needs ``overwrite``) or ``json`` (a file
+            ``npz`` / ``nc`` (one session / NetCDF file; an existing one needs ``overwrite``)
+            or ``json`` (a file
             whose folder exists; an existing file must be JSON, i.e. an earlier output).
     """
     if kind not in KINDS:
@@ -98,9 +99,11 @@ def check_out(path, kind: str, *, option: str = "--out", resume=False, overwrite
             raise RunError(f"{option} {path}: is a file of the run in {path.parent}")
         _writable_ancestor(path, option)
         return path
-    if kind == "npz":
+    if kind in ("npz", "nc"):
         if path.is_dir():
-            raise RunError(f"{option} {path}: is a folder; give a .npz file name")
+            raise RunError(f"{option} {path}: is a folder; give a .{kind} file name")
+        if kind == "nc" and not path.parent.is_dir():
+            raise RunError(f"{option} {path}: folder {path.parent} does not exist")
         if path.exists() and not overwrite:
             raise RunError(f"{option} {path}: file exists; add --overwrite to replace it")
         _writable_ancestor(path, option)

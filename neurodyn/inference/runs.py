@@ -8,7 +8,6 @@ family rebuilds from ``config.json``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import zipfile
@@ -147,6 +146,20 @@ def _describe(x) -> str:
     return str(x)
 
 
+def read_json(path) -> dict:
+    """A JSON object written by the package (e.g. ``metrics.json``); {} when absent."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunError(f"{path}: not valid JSON") from None
+    if not isinstance(value, dict):
+        raise RunError(f"{path}: not a JSON object")
+    return value
+
+
 def read_config(run_dir) -> dict:
     run_dir = Path(run_dir)
     path = run_dir / CONFIG
@@ -163,15 +176,3 @@ def read_config(run_dir) -> dict:
     if not isinstance(config, dict) or not isinstance(config.get("model"), str):
         raise RunError(f"{path}: not a run config (a JSON object with a 'model' name)")
     return config
-
-
-@contextlib.contextmanager
-def staged_folder(out_dir):
-    """Yield a staging folder inside ``out_dir``; on success its files are moved into
-    ``out_dir`` (replacing only files of the same names), on any error it is removed, so
-    nothing half-written is left behind and no other file is touched (see
-    :func:`neurodyn.inference.run_folder.staged_files`)."""
-    from .run_folder import staged_files
-
-    with staged_files(out_dir) as tmp:
-        yield tmp

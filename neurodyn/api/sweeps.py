@@ -17,7 +17,7 @@ latent sampled by the guide).
 
 Example::
 
-    from neurodyn.families.sweeps import sweep_states
+    from neurodyn.api.sweeps import sweep_states
 
     result = sweep_states("rslds", [train], [test], states=(2, 3, 4, 5),
                           options={"latent_dim": 2, "steps": 2000}, out_dir="sweep")
@@ -36,10 +36,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..inference import comparison, run_folder, runs, workflow
+from ..families import family_of
+from ..inference import comparison, runs, workflow
 from ..inference.diagnostics import elbo_convergence
 from ..inference.svi import FitResult
-from . import family_of
+from .fitting import fit
 
 ESTIMATORS = ("importance", "smc")
 SUMMARY_COLUMNS = (
@@ -56,7 +57,7 @@ SUMMARY_COLUMNS = (
 )
 
 
-class Run(NamedTuple):
+class Fitted(NamedTuple):
     """One fitted setting of a sweep.
 
     Attributes:
@@ -87,12 +88,12 @@ class SweepResult(NamedTuple):
             package's khat_max, khat_share_above_0.7).
         summary: one row per run in sweep order: the setting's options (``states``, or
             ``rank`` and ``embedding_dim``) and :data:`SUMMARY_COLUMNS`.
-        runs: name -> :class:`Run`.
+        runs: name -> :class:`Fitted`.
     """
 
     table: pd.DataFrame
     summary: pd.DataFrame
-    runs: dict[str, Run]
+    runs: dict[str, Fitted]
 
     def best(self) -> str:
         """Name of the run ranked first (highest held-out elpd)."""
@@ -131,14 +132,12 @@ def fit_and_score(
     progress: bool = False,
     estimator: str = "importance",
     num_particles: int = 256,
-) -> Run:
+) -> Fitted:
     """Fit ``model`` with ``options`` on ``train_sessions`` and score it on ``test_sessions``.
 
-    With ``folder``, the run folder is written as ``neurodyn fit`` lays it out (``config.json``,
-    ``params.npz``, ``loss.csv``, ``metrics.json`` holding the fit summary and the held-out
-    scores on the test sessions) and can be read by ``neurodyn evaluate`` / ``compare``;
-    ``posterior.nc`` is left out (``neurodyn fit`` writes it). Nothing half-written is left on
-    an error. ``num_samples`` importance samples per test trial, drawn with ``seed``.
+    With ``folder``, the run is written by :func:`neurodyn.fit` (an earlier run there is
+    replaced) and ``metrics.json`` also holds the held-out scores on the test sessions.
+    ``num_samples`` importance samples per test trial, drawn with ``seed``.
 
     ``estimator`` picks what ``Run.elpd`` holds: ``"importance"`` (PSIS-smoothed importance
     sampling, with Pareto k) or ``"smc"`` (sequential Monte Carlo with ``num_particles``
@@ -147,43 +146,52 @@ def fit_and_score(
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-    family = family_of(model)
-    config = family.make_config(model, list(train_sessions), options=dict(options or {}))
-    if folder is not None:  # a new folder or an earlier run; never a folder of other files
-        run_folder.check_out(folder, "run", option="folder", overwrite=True)
-
-    def fit_into(out_dir):
-        params, result = family.fit(
-            config, list(train_sessions), out_dir=out_dir, progress=progress
-        )
+    options = dict(options or {})
+    if folder is None:
+        family = family_of(model)
+        config = family.make_config(model, list(train_sessions), options=options)
+        params, result = family.fit(config, list(train_sessions), out_dir=None, progress=progress)
         if result.interrupted:
             raise KeyboardInterrupt
-        problem = family.problem(config, params, list(test_sessions))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # k is reported in the table instead
-            heldout, estimate = workflow.heldout(problem, num_samples=num_samples, seed=seed)
-        elpd = comparison.heldout_elpd(estimate)
-        heldout["psis_khat_per_trial"] = [float(k) for k in np.ravel(estimate.khat)]
-        if estimator == "smc":
-            smc, log_marginals, _ = family.heldout_smc(
-                config, params, list(test_sessions), num_particles=num_particles, seed=seed
-            )
-            heldout = {**heldout, **smc}
-            elpd = comparison.smc_elpd(log_marginals, num_particles)
-        return params, result, heldout, elpd
-
-    if folder is None:
-        params, result, heldout, elpd = fit_into(None)
-    else:
-        with runs.staged_folder(folder) as tmp:
-            runs.write_json(tmp / runs.CONFIG, config)
-            params, result, heldout, elpd = fit_into(tmp)
-            runs.save_params(tmp / runs.PARAMS, params)
-            scores = {**heldout, "elpd": elpd.elpd, "elpd_se": elpd.se}
-            runs.write_json(tmp / runs.METRICS, {"fit": _fit_summary(result), "heldout": scores})
-            run_folder.remove_run_files(folder)  # the earlier run's files; tmp's move in next
+    else:  # the run folder as `neurodyn fit` writes it (a new folder or an earlier run)
+        run = fit(
+            model, list(train_sessions), out=folder, overwrite=True, progress=progress, **options
+        )
+        family, config, params = run.family, run.config, run.params
+        result = _fit_result(run)
+    problem = family.problem(config, params, list(test_sessions))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # k is reported in the table instead
+        heldout, estimate = workflow.heldout(problem, num_samples=num_samples, seed=seed)
+    elpd = comparison.heldout_elpd(estimate)
+    heldout["psis_khat_per_trial"] = [float(k) for k in np.ravel(estimate.khat)]
+    if estimator == "smc":
+        smc, log_marginals, _ = family.heldout_smc(
+            config, params, list(test_sessions), num_particles=num_particles, seed=seed
+        )
+        heldout = {**heldout, **smc}
+        elpd = comparison.smc_elpd(log_marginals, num_particles)
+    if folder is not None:  # the held-out scores beside the fit's own metrics
+        metrics = run.metrics
+        metrics["heldout"] = {**heldout, "elpd": elpd.elpd, "elpd_se": elpd.se}
+        runs.write_json(Path(folder) / runs.METRICS, metrics)
         folder = Path(folder)
-    return Run(model, config, params, result, heldout, elpd, folder)
+    return Fitted(model, config, params, result, heldout, elpd, folder)
+
+
+def _fit_result(run) -> FitResult:
+    """The :class:`FitResult` of a run folder (its loss curve from ``loss.csv``)."""
+    fit_summary = run.metrics["fit"]
+    losses = np.loadtxt(run.path / "loss.csv", delimiter=",", skiprows=1, ndmin=2)[:, 1]
+    return FitResult(
+        run.params,
+        losses,
+        int(fit_summary["steps"]),
+        bool(fit_summary["stopped_early"]),
+        False,
+        float(fit_summary["seconds"]),
+        float(fit_summary.get("compile_seconds", 0.0)),
+    )
 
 
 def sweep(
@@ -239,7 +247,7 @@ def sweep(
     return SweepResult(table, summary, fitted)
 
 
-def _summary(fitted: Mapping[str, Run], table: pd.DataFrame) -> pd.DataFrame:
+def _summary(fitted: Mapping[str, Fitted], table: pd.DataFrame) -> pd.DataFrame:
     rows = {}
     for name, run in fitted.items():
         setting = {key: run.config.get(key) for key in ("rank", "embedding_dim")}
