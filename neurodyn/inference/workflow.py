@@ -25,7 +25,6 @@ import numpy as np
 
 from . import arviz_export, comparison, importance, smc
 
-LATE_STEP = importance.LATE_STEP
 HELDOUT_SAMPLES = 200  # importance samples per trial, where importance sampling is used
 ESTIMATORS = ("auto", "smc", "importance")
 SMC_KEYS = (
@@ -44,7 +43,7 @@ class Problem(NamedTuple):
         model, guide: NumPyro functions ``fn(batch, **model_kwargs)``.
         params: constrained parameters of the fit.
         batch: arrays of every trial to score (leading trial axis, or recordings x trials).
-        model_kwargs: e.g. ``num_trials`` = the batch's trial count and a late ``step``.
+        model_kwargs: e.g. ``num_trials`` = the batch's trial count.
         local_plates: the plates whose entries are scored separately (("trials",) usually).
         num_observed_bins: bins with at least one observed neuron.
     """
