@@ -5,7 +5,7 @@ guide, the fitted parameters, one batch holding every trial to score, and the ke
 that make each trial count once with annealed auxiliary terms switched off. From it:
 
 - :func:`heldout`: per-trial importance-sampled log p(y_i) with PSIS k-hat
-  (``heldout_loglik_per_bin``, ``psis_khat`` of DESIGN.md);
+  (``heldout_loglik_per_bin``, ``psis_khat``);
 - :func:`posterior_tree`: the ArviZ ``DataTree`` written as ``posterior.nc``;
 - :func:`heldout_score`: the held-out score of a run by the estimator that applies (SMC where
   the family supports it, else importance sampling, which is exact when no latent is left),

@@ -1,4 +1,4 @@
-"""The switching family as one NumPyro program (DESIGN.md, "Switching family").
+"""The switching family as one NumPyro program (SRNN, SLDS, rSLDS, HMM, LDS, RNN).
 
 Generative model, for each trial (``K`` discrete states, latent dimension ``D``)::
 
