@@ -62,7 +62,7 @@ class Pulled(dist.Distribution):
 
 class pull(Messenger):
     """Effect handler: every sample site whose distribution has ``potentials`` gets the soft
-    evidence [B, T, K] (see the module docstring).
+    evidence [B, T, K] (see the module docstring); ``evidence`` None changes nothing.
 
     ``with pull(evidence): model(batch, num_trials=...)``
     """
@@ -72,7 +72,11 @@ class pull(Messenger):
         super().__init__(fn)
 
     def process_message(self, msg):
-        if msg["type"] == "sample" and hasattr(msg["fn"], "potentials"):
+        if (
+            self.evidence is not None
+            and msg["type"] == "sample"
+            and hasattr(msg["fn"], "potentials")
+        ):
             msg["fn"] = Pulled(msg["fn"], self.evidence)
 
 
