@@ -86,7 +86,7 @@ def worker(case: str, T: int, K: int, B: int, N: int, D: int) -> dict:
         config = family.make_config(
             "srnn", [session], options=dict(states=K, latent_dim=D, likelihood="gaussian")
         )
-        _, model, guide = family.build(config)
+        model, guide, _, _ = family.build(config)
         batch = family.batch_of(session)
         svi = SVI(model, guide, optax_to_numpyro(optax.adam(1e-3)), Trace_ELBO())
         state = svi.init(jax.random.PRNGKey(0), batch, num_trials=B)

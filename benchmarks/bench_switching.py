@@ -54,6 +54,7 @@ from numpyro.optim import optax_to_numpyro
 from neurodyn.data import split_trials
 from neurodyn.data.simulators.switching import simulate_lorenz
 from neurodyn.families import switching as family
+from neurodyn.families.switching.warm_start import initial_values
 from neurodyn.guides.switching import trajectory_dist
 from neurodyn.inference import hmm
 from neurodyn.models.switching import (
@@ -153,8 +154,8 @@ def switching_setup(model: str, warm: bool = True, num_trials: int = 12, num_tim
         options["states"] = 2
     config = family.make_config(model, [train], options=options)
     spec = family.spec_of(config)
-    init = family._initial_values(spec, train, 0)[1] if warm else None
-    _, model_fn, guide_fn = family.build(config, init)
+    init = initial_values(spec, train, 0)[1] if warm else None
+    model_fn, guide_fn, _, _ = family.build(config, init)
     return config, spec, model_fn, guide_fn, family.batch_of(train)
 
 

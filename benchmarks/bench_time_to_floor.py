@@ -53,7 +53,7 @@ def fit_once(data_dir: str, steps: int) -> dict:
     from neurodyn.families import switching
 
     x = np.load(Path(data_dir) / "srnn_lorenz.npy").astype(np.float32)
-    labels = switching._kmeans(x.reshape(-1, x.shape[-1]), 2, 0, restarts=10).reshape(x.shape[:2])
+    labels = switching.kmeans(x.reshape(-1, x.shape[-1]), 2, 0, restarts=10).reshape(x.shape[:2])
     train, test = split_trials(make_session(x, states=labels, name="srnn_lorenz"), 12)
     imported_s = time.perf_counter() - start
 

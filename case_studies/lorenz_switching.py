@@ -30,9 +30,8 @@ from neurodyn.families import switching
 
 def lobe_labels(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """Nearest of two k-means centres of the points x (trials, T, 3): int (trials, T)."""
-    from neurodyn.families.switching import _kmeans
 
-    return _kmeans(x.reshape(-1, x.shape[-1]), 2, seed, restarts=10).reshape(x.shape[:2])
+    return switching.kmeans(x.reshape(-1, x.shape[-1]), 2, seed, restarts=10).reshape(x.shape[:2])
 
 
 def fit_and_score(model, train, test, out: Path, options: dict) -> dict:

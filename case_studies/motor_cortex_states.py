@@ -65,8 +65,8 @@ from scipy.optimize import linear_sum_assignment
 from neurodyn.data import SessionError, make_session
 from neurodyn.data.loaders import load_dad
 from neurodyn.families import switching
+from neurodyn.families.switching.predict import Fitted, reconstruct, viterbi_states
 from neurodyn.inference import comparison, workflow
-from neurodyn.inference.switching_predict import Fitted, reconstruct, viterbi_states
 
 PHASES = ("hold", "early reach", "late reach")
 ONSET_FRACTION, HALF_FRACTION = 0.2, 0.5

@@ -66,12 +66,11 @@ def _pca(train_frames, dims: int) -> np.ndarray:
 def kmeans_pca_states(train, test, K: int, dims: int, seed: int = 0) -> np.ndarray:
     """k-means with K clusters on the first ``dims`` PCs of the training frames; each test frame
     goes to the nearest centre. Returns int (test windows, T)."""
-    from neurodyn.families.switching import _kmeans
 
     frames = train.y.reshape(-1, train.num_neurons)
     loadings = _pca(frames, dims)
     z_train = (frames - frames.mean(0)) @ loadings
-    labels = _kmeans(z_train, K, seed, restarts=10)
+    labels = switching.kmeans(z_train, K, seed, restarts=10)
     centres = np.stack([z_train[labels == k].mean(0) for k in range(K)])
     z_test = (test.y.reshape(-1, test.num_neurons) - frames.mean(0)) @ loadings
     nearest = np.argmin(((z_test[:, None] - centres[None]) ** 2).sum(-1), 1)

@@ -128,8 +128,8 @@ def test_core_method_swaps_the_core_in_the_model(bench):
     import jax
     import jax.numpy as jnp
 
+    from neurodyn.families.switching import pull
     from neurodyn.inference import hmm
-    from neurodyn.models import switching
 
     original = hmm.log_marginal
     args = (jnp.log(jnp.full(2, 0.5)), jnp.log(jnp.full((2, 2), 0.5)), jnp.zeros((20, 2)))
@@ -137,7 +137,7 @@ def test_core_method_swaps_the_core_in_the_model(bench):
     for method in ("sequential", "parallel"):
         with bench["switching"].core_method(method):
             # A new function each time: make_jaxpr caches traces by function.
-            fresh = lambda *a: switching.pulled_log_marginal(*a)  # noqa: E731
+            fresh = lambda *a: pull.pulled_log_marginal(*a)  # noqa: E731
             jaxprs[method] = str(jax.make_jaxpr(fresh)(*args))
     assert hmm.log_marginal is original
     # The sequential core is a scan with a custom JVP; the parallel one an associative scan.

@@ -13,8 +13,9 @@ import pytest
 from neurodyn.cli import main
 from neurodyn.data import make_session, save_session
 from neurodyn.families import switching as family
+from neurodyn.families.switching.predict import Fitted
+from neurodyn.families.switching.smc import smc_log_marginals
 from neurodyn.inference import runs, smc
-from neurodyn.inference.switching_predict import Fitted, smc_log_marginals
 
 
 def kalman(y, mask, path, A, b, q, C, d, r):

@@ -6,7 +6,8 @@ import pytest
 
 from neurodyn.data import make_session
 from neurodyn.families import switching as family
-from neurodyn.inference import switching_predict
+from neurodyn.families.switching.pull import pull_evidence
+from neurodyn.inference import metrics
 from neurodyn.inference.diagnostics import collapse_warning, state_occupancy
 from neurodyn.models.switching import Spec
 
@@ -66,13 +67,11 @@ def test_warm_start_ignores_padded_bins(likelihood):
 
 
 def test_pull_is_off_on_padded_bins():
-    from neurodyn.models.switching import pull_evidence
-
     session = two_state_session()
     spec = Spec("slds", 2, 2, session.num_neurons, 0, "gaussian")
     labels, _ = family.warm_start(spec, session)
     batch = family.batch_of(session, labels)
-    evidence = np.asarray(pull_evidence(spec, batch, 0, {"weight": 2.0, "steps": 10}))
+    evidence = np.asarray(pull_evidence(batch["warm"], 0, 2.0, 10, spec.num_states))
     assert (evidence[~session.bin_mask] == 0).all()
     assert (evidence[session.bin_mask].sum(-1) == 2.0).all()
 
@@ -80,10 +79,10 @@ def test_pull_is_off_on_padded_bins():
 def test_forecast_counts_horizons_from_each_trials_last_observed_bin():
     bins = np.zeros((3, 20), bool)
     bins[0, :20], bins[1, :12], bins[2, :4] = True, True, True
-    origins = switching_predict.forecast_origins(bins, (1, 5))
+    origins = metrics.forecast_origins(bins, (1, 5))
     np.testing.assert_array_equal(origins, [15, 7, 1])
-    np.testing.assert_array_equal(switching_predict.forecast_targets(bins, origins, 5), [1, 1, 0])
-    np.testing.assert_array_equal(switching_predict.forecast_targets(bins, origins, 1), [1, 1, 1])
+    np.testing.assert_array_equal(metrics.forecast_targets(bins, origins, 5), [1, 1, 0])
+    np.testing.assert_array_equal(metrics.forecast_targets(bins, origins, 1), [1, 1, 1])
 
 
 def test_collapse_warning_names_the_occupancies():

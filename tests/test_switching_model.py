@@ -12,7 +12,7 @@ from scipy.stats import multivariate_normal
 
 from neurodyn.data import make_session
 from neurodyn.families import switching as family
-from neurodyn.inference.switching_predict import Fitted
+from neurodyn.families.switching.predict import Fitted
 from neurodyn.models.switching import SwitchingTrajectory
 
 
@@ -283,7 +283,7 @@ def trained_lds():
 
 
 def test_dkf_guide_learns_kalman_smoother_means(trained_lds):
-    from neurodyn.inference.switching_predict import trajectory_samples
+    from neurodyn.families.switching.predict import trajectory_samples
 
     t = trained_lds
     A, b, q, C, d, r = t["lds"]
@@ -319,7 +319,7 @@ def test_importance_sampled_log_likelihood_matches_the_kalman_filter(trained_lds
 
 def test_dkf_posterior_intervals_cover_the_true_latents(trained_lds):
     """90% intervals of q(h | y) contain the simulated latents 80-97% of the time."""
-    from neurodyn.inference.switching_predict import trajectory_samples
+    from neurodyn.families.switching.predict import trajectory_samples
 
     t = trained_lds
     fitted = Fitted(t["config"], t["params"])
@@ -338,8 +338,8 @@ def test_dkf_posterior_intervals_cover_the_true_latents(trained_lds):
 def test_smc_log_likelihood_matches_the_kalman_filter(trained_lds):
     """SMC with the dkf guide's per-bin proposals: per-trial log p(y_i) within Monte Carlo error
     of the Kalman filter, and much closer than importance sampling with as many draws."""
+    from neurodyn.families.switching.smc import smc_log_marginals
     from neurodyn.inference import workflow
-    from neurodyn.inference.switching_predict import smc_log_marginals
 
     t = trained_lds
     exact = np.array([kalman_log_lik_and_means(yi, *t["lds"])[0] for yi in t["y"]])
@@ -377,7 +377,7 @@ def test_smc_log_likelihood_of_an_slds_matches_a_sum_over_state_paths():
     """K = 2 linear states: exact log p(y) = logsumexp over all 2^T paths of log p(s) + the
     path's Kalman log-likelihood. SMC (untrained guide, many particles) recovers it: the
     particles' state filtering must be right for this to hold."""
-    from neurodyn.inference.switching_predict import smc_log_marginals
+    from neurodyn.families.switching.smc import smc_log_marginals
 
     T, D, N = 6, 2, 3
     rng = np.random.default_rng(4)

@@ -59,7 +59,7 @@ SPEC = Spec(model="srnn", num_states=3, latent_dim=2, num_neurons=4)
 
 
 def model_and_guide_traces(config, batch):
-    _, model, guide = family.build(config)
+    model, guide, _, _ = family.build(config)
     params = family.param_template(config)
     with handlers.seed(rng_seed=0):
         guide_trace = handlers.trace(handlers.substitute(guide, data=params)).get_trace(
@@ -168,11 +168,11 @@ def test_weight_priors_make_sample_sites_covered_by_an_autonormal():
     session = tiny_session(N=4)
     priors = {"dynamics_weights": "Normal(0, 2)", "readout_weights": "Laplace(0, 1)"}
     config = family.make_config("srnn", [session], options=dict(latent_dim=2, priors=priors))
-    _, model, _ = family.build(config)
+    program = family.build(config)
     sites = set(
         weight_sites(
             family.spec_of(config),
-            model.keywords["modules"],
+            program.nets,
             resolve_priors(family.spec_of(config), priors),
         )
     )
@@ -292,7 +292,7 @@ def test_every_configuration_with_every_guide(model, guide):
     session = tiny_session()
     options = dict(guide=guide, latent_dim=2 if model != "hmm" else None, encoder_hidden=4)
     config = family.make_config(model, [session], options=options)
-    _, model_fn, guide_fn = family.build(config)
+    model_fn, guide_fn, _, _ = family.build(config)
     result = svi.fit(model_fn, guide_fn, family.batch_of(session), num_steps=3, progress=False)
     assert np.isfinite(result.losses).all()
     heldout, _ = workflow.heldout(family.problem(config, result.params, [session]), num_samples=2)

@@ -22,8 +22,8 @@ The trajectory guide is picked by name (:data:`GUIDES`):
 
 ``hmm`` has no local latent; its guide is the global part only.
 
-**User-written guides.** Any function ``fn(batch, *, num_trials, step=None, spec, modules,
-priors=None, **kw)`` (the signature of :func:`switching_guide`) can be the guide: pass it, or its
+**User-written guides.** Any function ``fn(batch, *, num_trials, spec, modules, priors)`` (the
+signature of :func:`switching_guide` less ``guide``) can be the guide: pass it, or its
 import path ``"module:function"``, as the ``guide`` option (``--guide mypkg.guides:fn``). It
 must
 
@@ -203,9 +203,7 @@ def trajectory_dist(kind, encoder, y, mask, latent_dim: int):
     raise ValueError(f"unknown guide {kind!r}; choose one of {', '.join(GUIDES)}")
 
 
-def switching_guide(
-    batch, *, num_trials, step=None, spec: Spec, modules, guide: str = "dkf", priors=None, **_
-):
+def switching_guide(batch, *, num_trials, spec: Spec, modules, guide: str = "dkf", priors=None):
     """Guide ``guide`` (one of :data:`GUIDES`) for the switching model; same arguments.
 
     ``modules["encoder"]`` is the :class:`~neurodyn.guides.encoders.TrajectoryEncoder`;

@@ -90,7 +90,7 @@ def to_datatree(
     """Draw ``num_samples`` latents from the guide and build the DataTree described above.
 
     ``model_kwargs`` must make every trial of ``batch`` count once (``num_trials`` = the batch's
-    trial count) and switch off annealed auxiliary terms (a late ``step``).
+    trial count).
     """
     kwargs = dict(model_kwargs or {})
     one = _draw(model, guide, params, batch, kwargs, local_plates)

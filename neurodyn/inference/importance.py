@@ -28,7 +28,6 @@ from numpyro import handlers
 KHAT_THRESHOLD = 0.7
 MIN_PSIS_SAMPLES = 25
 MAX_VALUES_AT_ONCE = 50_000_000
-LATE_STEP = 2**30  # a step far past any annealing schedule: auxiliary terms are off
 
 
 class ImportanceEstimate(NamedTuple):
@@ -104,8 +103,7 @@ def trial_log_weights(
     """Raw log importance weights, float (num_samples, *plate sizes).
 
     ``model`` and ``guide`` are called as ``fn(batch, **model_kwargs)``; pass the kwargs that
-    make every trial of ``batch`` count once (e.g. ``num_trials`` = the batch's trial count) and
-    a late ``step`` if the functions anneal auxiliary terms.
+    make every trial of ``batch`` count once (e.g. ``num_trials`` = the batch's trial count).
     """
     kwargs = dict(model_kwargs or {})
 

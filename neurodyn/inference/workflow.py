@@ -5,7 +5,7 @@ guide, the fitted parameters, one batch holding every trial to score, and the ke
 that make each trial count once with annealed auxiliary terms switched off. From it:
 
 - :func:`heldout`: per-trial importance-sampled log p(y_i) with PSIS k-hat
-  (``heldout_loglik_per_bin``, ``psis_khat`` of DESIGN.md);
+  (``heldout_loglik_per_bin``, ``psis_khat``);
 - :func:`posterior_tree`: the ArviZ ``DataTree`` written as ``posterior.nc``;
 - :func:`heldout_score`: the held-out score of a run by the estimator that applies (SMC where
   the family supports it, else importance sampling, which is exact when no latent is left),
@@ -25,7 +25,6 @@ import numpy as np
 
 from . import arviz_export, comparison, importance, smc
 
-LATE_STEP = importance.LATE_STEP
 HELDOUT_SAMPLES = 200  # importance samples per trial, where importance sampling is used
 ESTIMATORS = ("auto", "smc", "importance")
 SMC_KEYS = (
@@ -44,7 +43,7 @@ class Problem(NamedTuple):
         model, guide: NumPyro functions ``fn(batch, **model_kwargs)``.
         params: constrained parameters of the fit.
         batch: arrays of every trial to score (leading trial axis, or recordings x trials).
-        model_kwargs: e.g. ``num_trials`` = the batch's trial count and a late ``step``.
+        model_kwargs: e.g. ``num_trials`` = the batch's trial count.
         local_plates: the plates whose entries are scored separately (("trials",) usually).
         num_observed_bins: bins with at least one observed neuron.
     """

@@ -1,4 +1,4 @@
-"""The switching family as one NumPyro program (DESIGN.md, "Switching family").
+"""The switching family as one NumPyro program (SRNN, SLDS, rSLDS, HMM, LDS, RNN).
 
 Generative model, for each trial (``K`` discrete states, latent dimension ``D``)::
 
@@ -19,8 +19,8 @@ emissions, ``log p(y)`` by the core over bins with any observed neuron), ``lds``
 (K = 1). Missing entries (``mask`` False) drop out of y's likelihood only; the latent dynamics
 keep running through them so the prior on h is always proper.
 
-Priors are arguments (:func:`default_priors`, overridden through ``priors=``, checked by
-:func:`resolve_priors`; a value is a distribution, a spec string such as ``"Gamma(10, 1)"``, or,
+Priors are arguments (:func:`default_priors`, overridden by :func:`resolve_priors`, once, when
+the program is built; a value is a distribution, a spec string such as ``"Gamma(10, 1)"``, or,
 for a fixed hyperparameter, a number):
 
 * ``init_probs``: Dirichlet(1, ..., 1) on pi (K > 1 only);
@@ -43,20 +43,18 @@ for a fixed hyperparameter, a number):
 The recurrence R, r and the hmm emission means/rates are always point-estimated
 (``numpyro.param``).
 
-State-collapse remedy (``pull``): during the first ``pull["steps"]`` SVI steps the bins' state
-likelihoods get a soft evidence term ``w(step) * onehot(warm_label_t)`` with ``w`` decaying
-linearly from ``pull["weight"]`` to 0. With the evidence, the site's log prob becomes
-``log sum_s p(s, h) exp(w sum_t [s_t = label_t])``, i.e. the log probability that noisy labels
-would be seen under the state posterior; by Jensen it bounds the (negative) cross-entropy between
-the core's smoothed marginals and the warm-start labels. Only the gradient is pulled: the
-site's value stays the exact ``log p(h)``, so losses are always exact ELBO estimates (and the
-plateau stop stays meaningful). The labels come from k-means on PCA of y refined by an
-autoregressive HMM fitted with the core (see :mod:`neurodyn.families.switching`).
+The fitting code's warm-start pull (:mod:`neurodyn.families.switching.pull`) reads the chain's
+potentials off the two chain-marginalizing distributions (:meth:`SwitchingTrajectory.potentials`,
+:meth:`HMMObservations.potentials`); the program itself has no notion of it.
+
+``batch["y"]`` None (or absent) simulates: y is then drawn from the model (shapes from
+``batch["mask"]``), so ``numpyro.infer.Predictive(model, num_samples=...)`` generates data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -305,28 +303,17 @@ def state_potentials(g: Globals, h, u=None):
     return g.log_init, log_transitions(g, h[:-1]), jnp.concatenate([first, step], axis=0)
 
 
-def trajectory_log_prob(g: Globals, h, u=None, evidence=None):
-    """``log sum_s p(s, h | u)`` per trial. h: [B, T, D]; u: [B, T, U]; evidence: [B, T, K]
-    log soft evidence added to the bins' state likelihoods (None = none) -> [B]."""
-
-    def one(h, u, ev):
-        log_init, log_trans, log_lik = state_potentials(g, h, u)
-        return pulled_log_marginal(log_init, log_trans, log_lik, ev)
-
-    return jax.vmap(one, (0, 0 if u is not None else None, 0 if evidence is not None else None))(
-        h, u, evidence
-    )
+def trajectory_potentials(g: Globals, h, u=None):
+    """:func:`state_potentials` of every trial. h: [B, T, D]; u: [B, T, U] or None ->
+    (log_init [B, K], log_trans [B, T-1, K, K] or [B, K, K], log_lik [B, T, K])."""
+    if u is None:
+        return jax.vmap(lambda h: state_potentials(g, h))(h)
+    return jax.vmap(lambda h, u: state_potentials(g, h, u))(h, u)
 
 
-def pulled_log_marginal(log_init, log_trans, log_lik, evidence=None, mask=None):
-    """The core's log marginal; with ``evidence`` [T, K], its value is unchanged but its
-    gradient is that of the log marginal with the evidence added to ``log_lik`` (the pull), so
-    that reported losses stay exact ELBOs while the pull acts."""
-    exact = hmm.log_marginal(log_init, log_trans, log_lik, mask)
-    if evidence is None:
-        return exact
-    pulled = hmm.log_marginal(log_init, log_trans, log_lik + evidence, mask)
-    return pulled + jax.lax.stop_gradient(exact - pulled)
+def trajectory_log_prob(g: Globals, h, u=None):
+    """``log sum_s p(s, h | u)`` per trial. h: [B, T, D]; u: [B, T, U] or None -> [B]."""
+    return jax.vmap(hmm.log_marginal)(*trajectory_potentials(g, h, u))
 
 
 def roll_forward(g: Globals, key, h0, s0_logits, num_steps: int, u=None):
@@ -372,21 +359,26 @@ def simulate(g: Globals, key, num_steps: int, u=None):
 class SwitchingTrajectory(dist.Distribution):
     """Prior over whole trajectories with the states summed out: event shape (T, D).
 
-    ``log_prob(h)`` = ``log sum_s p(s, h | u)`` (+ optional log soft evidence, see ``pull``);
-    ``sample`` simulates the model forward. Batch shape (B,): one trajectory per trial.
+    ``log_prob(h)`` = ``log sum_s p(s, h | u)`` by the core's forward algorithm; ``sample``
+    simulates the model forward. Batch shape (B,): one trajectory per trial.
     """
 
     arg_constraints = {}
     reparametrized_params = []
     support = constraints.independent(constraints.real, 2)
 
-    def __init__(self, g: Globals, num_trials: int, num_timesteps: int, u=None, evidence=None):
-        self.g, self.u, self.evidence = g, u, evidence
+    def __init__(self, g: Globals, num_trials: int, num_timesteps: int, u=None):
+        self.g, self.u = g, u
         D = g.process_scale.shape[-1]
         super().__init__(batch_shape=(num_trials,), event_shape=(num_timesteps, D))
 
+    def potentials(self, value):
+        """The chain's potentials given trajectories [B, T, D]: (log_init [B, K], log_trans,
+        log_lik [B, T, K], mask None) (see :func:`trajectory_potentials`)."""
+        return (*trajectory_potentials(self.g, value, self.u), None)
+
     def log_prob(self, value):
-        return trajectory_log_prob(self.g, value, self.u, self.evidence)
+        return trajectory_log_prob(self.g, value, self.u)
 
     def sample(self, key, sample_shape=()):
         B, (T, _) = self.batch_shape[0], self.event_shape
@@ -436,43 +428,80 @@ def hmm_log_lik(spec: Spec, g: Globals, y, mask):
 # ----------------------------------------------------------------------------------------------
 
 
-def pull_evidence(spec: Spec, batch, step, pull):
-    """Annealed log soft evidence [B, T, K] towards ``batch["warm"]`` labels int [B, T], or
-    None; a label of -1 (an unobserved bin) gets no evidence."""
-    if not pull or step is None or "warm" not in batch or spec.num_states < 2:
-        return None
-    weight = pull["weight"] * jnp.clip(1.0 - step / pull["steps"], 0.0, 1.0)
-    return weight * jax.nn.one_hot(batch["warm"], spec.num_states)
+class HMMObservations(dist.Distribution):
+    """hmm: y with the discrete path summed out, event shape (T, N), batch shape (B,).
+
+    ``log_prob(y)`` = ``log sum_s p(s, y)`` over bins with any observed neuron (masked entries
+    drop out); ``sample`` draws a state path and per-state emissions.
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+
+    def __init__(self, spec: Spec, g: Globals, mask):
+        """mask: bool [B, T, N]."""
+        self.spec, self.g, self.obs_mask = spec, g, mask
+        B, T, N = mask.shape
+        super().__init__(batch_shape=(B,), event_shape=(T, N))
+
+    def potentials(self, value):
+        """(log_init [B, K], log_A [B, K, K], log_lik [B, T, K], bins bool [B, T])."""
+        B = value.shape[0]
+        log_lik = hmm_log_lik(self.spec, self.g, value, self.obs_mask)
+        log_init = jnp.broadcast_to(self.g.log_init, (B,) + self.g.log_init.shape)
+        log_A = jnp.broadcast_to(self.g.log_A, (B,) + self.g.log_A.shape)
+        return log_init, log_A, log_lik, self.obs_mask.any(-1)
+
+    def log_prob(self, value):
+        return jax.vmap(hmm.log_marginal)(*self.potentials(value))
+
+    def sample(self, key, sample_shape=()):
+        (B,), (T, _) = self.batch_shape, self.event_shape
+        shape = tuple(sample_shape) + (B,)
+        k_path, k_obs = jax.random.split(key)
+
+        def path(k):  # a Markov chain of T states, int [T]
+            k_first, k_run = jax.random.split(k)
+
+            def step(s, k):
+                s = jax.random.categorical(k, self.g.log_A[s])
+                return s, s
+
+            s1 = jax.random.categorical(k_first, self.g.log_init)
+            return jnp.concatenate(
+                [s1[None], jax.lax.scan(step, s1, jax.random.split(k_run, T - 1))[1]]
+            )
+
+        s = jax.vmap(path)(jax.random.split(k_path, math.prod(shape))).reshape(shape + (T,))
+        drive = self.g.readout[s]  # [..., B, T, N]
+        scale = None if self.g.obs_scale is None else self.g.obs_scale[s]
+        return observation_dist(self.spec, drive, scale).sample(k_obs)
 
 
-def switching_model(
-    batch, *, num_trials, step=None, spec: Spec, modules, priors=None, pull=None, **_
-):
+def switching_model(batch, *, num_trials, spec: Spec, modules, priors=None):
     """The switching family's generative program.
 
     Args:
-        batch: {"y": [B, T, N], "mask": bool [B, T, N], optional "u": [B, T, U],
-            optional "warm": int [B, T] warm-start labels (used by ``pull``)}.
+        batch: {"y": [B, T, N] or None (simulate), "mask": bool [B, T, N] (default: all of y
+            observed; needed when y is None), optional "u": [B, T, U] inputs}.
         num_trials: number of trials in the full data (the plate's ELBO scaling).
-        step: SVI step (traced int) or None (no pull).
         spec: :class:`Spec`; modules: {"dynamics", "readout"} Equinox modules (initial values).
-        priors: {site: distribution, spec string or number} over :func:`default_priors`
-            (see :func:`resolve_priors`).
-        pull: {"weight": w0, "steps": n} annealed pull towards the warm-start labels, or None.
+        priors: {site: distribution} as returned by :func:`resolve_priors` (None: the
+            defaults).
     """
-    priors = resolve_priors(spec, priors)
+    priors = resolve_priors(spec) if priors is None else priors
+    y, mask = batch.get("y"), batch.get("mask")
+    if mask is None:
+        if y is None:
+            raise ValueError("switching_model: give batch['mask'] [B, T, N] to simulate y")
+        mask = jnp.ones(jnp.shape(y), bool)
+    B, T, _ = mask.shape
     g = sample_globals(spec, modules, priors)
-    y, mask = batch["y"], batch["mask"]
-    B, T, _ = y.shape
-    evidence = pull_evidence(spec, batch, step, pull)
     with numpyro.plate("trials", num_trials, subsample_size=B):
         if not spec.has_latent:
-            log_py = jax.vmap(
-                pulled_log_marginal, (None, None, 0, 0 if evidence is not None else None, 0)
-            )(g.log_init, g.log_A, hmm_log_lik(spec, g, y, mask), evidence, mask.any(-1))
-            numpyro.factor("y", log_py)
+            numpyro.sample("y", HMMObservations(spec, g, mask), obs=y)
             return
-        h = numpyro.sample("h", SwitchingTrajectory(g, B, T, batch.get("u"), evidence))
+        h = numpyro.sample("h", SwitchingTrajectory(g, B, T, batch.get("u")))
         drive = jax.vmap(jax.vmap(g.readout))(h)
         obs = observation_dist(spec, drive, g.obs_scale).mask(mask).to_event(2)
         numpyro.sample("y", obs, obs=y)
