@@ -10,7 +10,6 @@ import neurodyn
 from neurodyn.api import as_sessions
 from neurodyn.cli import main
 from neurodyn.data import load_session
-from neurodyn.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +140,11 @@ def test_fit_refuses_an_existing_run_without_resume_or_overwrite(folders, capsys
     assert {p.name: p.stat().st_mtime_ns for p in (root / "py_run").iterdir()} == before
 
 
-def test_unknown_fit_option_is_one_line(tmp_path):
-    with pytest.raises(UsageError, match="unknown fit option.*latent_dims"):
-        neurodyn.fit("srnn", [tmp_path / "x.npz"], out=tmp_path / "r", latent_dims=3)
+def test_unknown_fit_option_is_one_line_and_writes_nothing(folders, tmp_path):
+    root, _ = folders
+    with pytest.raises(ValueError, match="unknown option.*latent_dims"):
+        neurodyn.fit("srnn", [root / "train.npz"], out=tmp_path / "r", latent_dims=3)
+    assert not (tmp_path / "r").exists()
 
 
 def test_infer_writes_a_datatree_with_named_dims(folders, tmp_path, capsys):

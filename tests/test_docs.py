@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 # Files and folders whose text may not cite a design file outside the repository.
-CHECKED = ("README.md", "docs", "case_studies", "benchmarks")
+CHECKED = ("README.md", "docs", "case_studies", "benchmarks", "neurodyn", "tests")
 README_MAX_LINES = 200
 DESIGN_FILE = "DESIGN" + ".md"  # spelt apart so that this file does not cite it
 

@@ -65,15 +65,14 @@ def fit(
         overwrite: replace an existing run in ``out`` (other files in it are kept).
         options: ``states``, ``latent_dim``, ``embedding_dim``, ``rank``, ``likelihood``,
             ``guide``, ``priors`` (``{"site": "Normal(0, 1)"}`` or a list of ``"site=spec"``),
-            ``steps``, ``seed``, ``batch_size``.
+            ``steps``, ``seed``, ``batch_size``, and a family's advanced options (see its
+            ``make_config``).
 
     Bad input raises ``ValueError`` (one line) before anything is written. An existing run
     folder is refused unless ``resume`` or ``overwrite`` is given.
     """
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise UsageError(f"unknown fit option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
-    options = {key: options.get(key) for key in OPTIONS}
+    # The family's make_config checks every option (and knows its advanced ones).
+    options = {**dict.fromkeys(OPTIONS), **options}
     priors = options["priors"]
     options["priors"] = (
         parse_assignments(priors) if isinstance(priors, (list, tuple)) else (dict(priors or {}))

@@ -1,25 +1,11 @@
-"""Model families: what the command line and the Python API need from each family.
+"""Model families: one package per family (``switching``, ``meta``).
 
-A family module (``neurodyn.families.switching``, ``neurodyn.families.meta``) joins a family's
-NumPyro model (``neurodyn.models``), its guides (``neurodyn.guides``) and the generic engine
-(``neurodyn.inference``) behind the same small set of functions:
-
-- ``MODELS``: tuple of model names served; ``GUIDES``: tuple of guide names.
-- ``make_config(model, sessions, *, states, latent_dim, likelihood, guide, priors, steps, seed,
-  batch_size) -> dict``: a JSON-able config holding everything needed to rebuild the model
-  (neuron counts included); raises ``ValueError`` with a one-line message on bad options.
-- ``fit(config, sessions, *, out_dir, progress=True) -> (params, FitResult)``: runs
-  ``neurodyn.inference.svi.fit`` (``loss.csv`` goes into ``out_dir``).
-- ``param_template(config) -> params``: a params pytree of the right structure (for loading).
-- ``evaluate(config, params, sessions, *, horizons, num_samples, seed) -> dict``: the metrics of
-  DESIGN.md.
-- ``report(config, params, sessions, out_dir) -> list[Path]``: PNG figures.
-- meta family only: ``adapt(config, params, session, *, trials, steps, seed, out_dir)
-  -> (config, params, FitResult)``.
-- switching family only: ``simulate(config, params, *, num_trials, num_timesteps, seed)
-  -> Session`` (trials simulated from the fitted model) and ``check(config, params, *,
-  num_trials, num_timesteps, num_samples, every, seed) -> dict`` (simulation-based calibration
-  of the guide, ``neurodyn check``).
+Each family joins its NumPyro model (``neurodyn.models``), its guides (``neurodyn.guides``) and
+the generic engine (``neurodyn.inference``) behind the typed protocol of
+:mod:`neurodyn.families.protocol` (``make_config``, ``build``, ``fit``, ``evaluate``,
+``posterior``, ``report``, ... and the capabilities it declares); the Run API
+(:mod:`neurodyn.api`) uses families only through it. :func:`family_of` maps a model name to
+its family.
 """
 
 from __future__ import annotations

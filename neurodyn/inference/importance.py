@@ -198,7 +198,7 @@ def log_mean_mcse(log_weights: np.ndarray) -> np.ndarray:
 
 
 def heldout_metrics(estimate: ImportanceEstimate, num_observed_bins: int) -> dict:
-    """The DESIGN.md metrics ``heldout_loglik_per_bin`` and ``psis_khat`` (max, share > 0.7),
+    """The metrics ``heldout_loglik_per_bin`` and ``psis_khat`` (max, share > 0.7),
     and ``heldout_loglik_mcse``: the Monte Carlo standard error of the held-out elpd
     (sqrt of the sum over trials of :func:`log_mean_mcse` squared) per observed bin, in the
     units of ``heldout_loglik_per_bin``."""

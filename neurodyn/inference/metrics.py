@@ -1,4 +1,4 @@
-"""Scores of fitted models against data (DESIGN.md, "Metrics"). Plain NumPy/SciPy.
+"""Scores of fitted models against data (docs/design.md, "Metrics"). Plain NumPy/SciPy.
 
 All functions take observations with a leading trial axis and a mask of the same leading
 shape; masked entries never count.

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 from numpyro.primitives import Messenger
 
 from ...data.session import Session
-from ...inference import meta_smc, smc
+from ...inference import smc
+from . import smc as meta_smc
 from .batches import observed_bins, stack_sessions
 from .config import GUIDES, priors_of
 from .networks import build, fitted_networks
@@ -71,7 +72,7 @@ def heldout_smc(
     seed: int = 0,
 ):
     """Per-trial held-out log p(y_ij) = log int q(e_i) p(y_ij | e_i) de_i by sequential Monte
-    Carlo (:mod:`neurodyn.inference.meta_smc`): the quantity importance sampling estimates, with
+    Carlo (:mod:`neurodyn.families.meta.smc`): the quantity importance sampling estimates, with
     a variance that grows about linearly in T instead of degenerating on long trials.
     ``num_replicates`` independent runs of ``num_particles`` (defaults
     :data:`neurodyn.inference.smc.NUM_PARTICLES`, ``NUM_REPLICATES``) are pooled by

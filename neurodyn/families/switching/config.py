@@ -12,6 +12,7 @@ from dataclasses import asdict
 import numpy as np
 
 from ...data import concat_trials
+from ...data.likelihood import default_likelihood
 from ...guides import guide_option
 from ...guides.switching import GUIDES
 from ...models.switching import CONFIGS, LINKS, Spec, resolve_priors
@@ -56,13 +57,6 @@ def fitted_session(config, sessions):
             f"recordings of {config['spec']['num_neurons']}"
         )
     return session
-
-
-def default_likelihood(y) -> str:
-    """ "poisson" for non-negative integer counts (not all 0/1), else "gaussian". y: observed
-    entries."""
-    counts = (y >= 0).all() and np.allclose(y, np.round(y)) and y.max() > 1
-    return "poisson" if counts else "gaussian"
 
 
 def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict:

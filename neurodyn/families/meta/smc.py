@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 from numpyro import handlers
 
-from ..models import meta as models
-from . import smc
+from ...inference import smc
+from ...models import meta as models
 
 
 @dataclasses.dataclass(frozen=True)
