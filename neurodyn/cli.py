@@ -91,6 +91,7 @@ def _fit_options(args) -> dict:
         steps=args.steps,
         seed=args.seed,
         batch_size=args.batch_size,
+        heldout_neurons=getattr(args, "heldout_neurons", None),
     )
 
 
@@ -133,6 +134,7 @@ def cmd_evaluate(args) -> None:
         horizons=tuple(args.horizon or (1, 5, 10)),
         num_samples=args.samples,
         seed=args.seed,
+        heldout_neurons=args.heldout_neurons,
         **_heldout_options(args),
     )
     if args.json:

@@ -12,6 +12,10 @@ MODELS_HELP = (
     "srnn, slds, rslds, hmm, lds, rnn, meta-dssm, single-session, shared-dynamics, "
     "embedding-input, linear-adapter"
 )
+HELDOUT_HELP = (
+    "co-smoothing: hold out this fraction of neurons (or the indices in FILE), infer the "
+    "latents from the others and report co_bps (NLB bits per spike) for them"
+)
 CONVERTERS_HELP = "dad-chewie, dad-mihi-a, dad-mihi-b, widefield, nlb, nwb"
 
 
@@ -75,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--overwrite", action="store_true", help="replace the run in --out (other files are kept)"
     )
+    f.add_argument("--heldout-neurons", metavar="FRACTION|FILE", help=HELDOUT_HELP)
     f.add_argument("--quiet", action="store_true", help="no progress bar")
 
     a = sub.add_parser("adapt", help="few-shot adaptation of a meta-family run to a new recording")
@@ -102,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--json", help="also write the metrics to this file")
+    e.add_argument("--heldout-neurons", metavar="FRACTION|FILE", help=HELDOUT_HELP)
     _heldout_arguments(e)
 
     i = sub.add_parser("infer", help="posterior of recordings under a run, as a DataTree (.nc)")

@@ -24,6 +24,7 @@ from ..families.protocol import EMBEDDINGS
 from ..inference import arviz_export, run_folder, runs, svi, workflow
 from ..inference.diagnostics import FitWarning, convergence_warning, elbo_convergence
 from ..models.priors import parse_assignments
+from .cosmoothing import heldout_indices
 from .run import Run, evaluate_run, load
 from .sessions import as_sessions, describe
 
@@ -51,6 +52,7 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    heldout_neurons=None,
     **options,
 ) -> Run:
     """Fit ``model`` to ``data`` and write the run folder ``out``; returns the :class:`Run`.
@@ -63,6 +65,9 @@ def fit(
         out: the run folder; None writes into a new temporary folder (``run.path``).
         resume: continue an interrupted fit in ``out`` (same data and options only).
         overwrite: replace an existing run in ``out`` (other files in it are kept).
+        heldout_neurons: neurons for co-smoothing (a fraction, an index file or indices),
+            chosen now (with the fit's seed) and recorded in the run, so that ``evaluate``
+            reports ``co_bps`` for them; the fit itself sees every neuron (as in the NLB).
         options: ``states``, ``latent_dim``, ``embedding_dim``, ``rank``, ``likelihood``,
             ``guide``, ``priors`` (``{"site": "Normal(0, 1)"}`` or a list of ``"site=spec"``),
             ``steps``, ``seed``, ``batch_size``, and a family's advanced options (see its
@@ -97,6 +102,10 @@ def fit(
     else:
         config = family.make_config(model, sessions, options=options)
         config[run_folder.FINGERPRINT] = check
+        if heldout_neurons is not None:
+            config["heldout_neurons"] = heldout_indices(
+                heldout_neurons, sessions[0].num_neurons, options.get("seed") or 0
+            )
     args = describe(data)
     again = (
         f"neurodyn fit {model} {args} --out {out} --resume"

@@ -18,6 +18,7 @@ from ..inference import arviz_export, runs, workflow
 from ..inference.diagnostics import ppc_figure, rank_histogram_figure
 from ..inference.metrics import R2_UNDEFINED
 from ..inference.run_folder import INCOMPLETE, check_out, remove_run_files, staged_files
+from .cosmoothing import co_smoothing, heldout_indices
 from .sessions import as_sessions
 
 HORIZONS = (1, 5, 10)
@@ -63,11 +64,21 @@ class Run:
         estimator: str = "auto",
         particles: int | None = None,
         replicates: int | None = None,
+        heldout_neurons=None,
         warn: bool = True,
     ) -> dict:
         """Held-out metrics of the run on ``data``: the keys of ``neurodyn evaluate --json``
-        (strict-JSON-able: a metric that cannot be computed is None with a ``*_note``)."""
+        (strict-JSON-able: a metric that cannot be computed is None with a ``*_note``).
+
+        ``heldout_neurons`` (a fraction, an index file or a list of indices; default: those the
+        run chose at fit time, if any) adds co-smoothing: ``co_bps`` and ``co_bps_neurons``
+        (:mod:`neurodyn.api.cosmoothing`)."""
         sessions = self.sessions(data)
+        if heldout_neurons is None:
+            heldout_neurons = self.config.get("heldout_neurons")
+        indices = None  # checked before any work
+        if heldout_neurons is not None:
+            indices = heldout_indices(heldout_neurons, sessions[0].num_neurons, seed)
         horizons, note = scorable_horizons(tuple(horizons), sessions)
         metrics = evaluate_run(
             self.family,
@@ -84,6 +95,10 @@ class Run:
         )
         if note:
             metrics["forecast_r2_note"] = note
+        if indices is not None:
+            metrics.update(
+                co_smoothing(self, sessions, indices, num_samples=num_samples, seed=seed)
+            )
         return metrics
 
     def infer(

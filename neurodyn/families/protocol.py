@@ -77,6 +77,10 @@ class Family(Protocol):
         """The posterior of ``sessions`` as an ``xarray.DataTree`` with named dims (``trial``,
         ``time``, ``latent``, ``neuron``, ``state``, ``recording``)."""
 
+    def predicted_means(self, config, params, sessions, *, num_samples: int, seed: int) -> list:
+        """Posterior-mean predicted mean of y (rates under Poisson) of each session given its
+        observed entries: float (trials, T, N) per session (co-smoothing uses it)."""
+
     def report(self, config, params, sessions, out_dir) -> list[Path]:
         """PNG figures written into ``out_dir``."""
 

@@ -29,12 +29,13 @@ from .fit import LR_DECAY_FLOOR, fit, param_template
 from .heldout import heldout_smc, problem, supports_smc
 from .networks import build, make_networks
 from .posterior import posterior
-from .predict import embeddings, evaluate, forecast_r2, vector_field
+from .predict import embeddings, evaluate, forecast_r2, predicted_means, vector_field
 
 NAME = "meta"
 CAPABILITIES = frozenset({ADAPT, EMBEDDINGS})
 
 __all__ = [
+    "predicted_means",
     "CAPABILITIES",
     "DEFAULTS",
     "GUIDES",

@@ -143,6 +143,17 @@ def evaluate(config, params, sessions, *, horizons=(1, 5, 10), num_samples=32, s
     return metrics
 
 
+def predicted_means(config, params, sessions, *, num_samples=32, seed=0) -> list[np.ndarray]:
+    """The posterior-mean predicted mean of y (rates under Poisson) of each session, given its
+    observed entries only: a list of float (trials, T, N), one per session."""
+    batch = stack_sessions(config, sessions)
+    y_mean, _, _ = posterior_means(config, params, batch, num_samples=num_samples, seed=seed)
+    return [
+        np.asarray(y_mean[i, : s.num_trials, : s.num_timesteps, : s.num_neurons])
+        for i, s in enumerate(sessions)
+    ]
+
+
 def forecast_r2(config, params, sessions, *, horizons=(1, 5, 10), num_samples=32, seed=0) -> dict:
     """Only the ``forecast_r2`` part of :func:`evaluate` (no reconstruction or ELBO passes):
     {"forecast_r2": {k: r2}, "forecast_trials": {k: trials scored}, "per_recording": {name:

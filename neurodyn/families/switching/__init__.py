@@ -25,7 +25,7 @@ from .config import DEFAULTS, MODELS, make_config, pull_steps, spec_of
 from .figures import report
 from .fit import FitResult, converged, fit, floor_step, learning_rate, training_occupancy
 from .posterior import posterior
-from .predict import evaluate, most_likely_states
+from .predict import evaluate, most_likely_states, predicted_means
 from .program import batch_of, build, param_template, problem
 from .smc import heldout_smc, supports_smc
 from .warm_start import kmeans, observed_bins, warm_start
@@ -34,6 +34,7 @@ NAME = "switching"
 CAPABILITIES = frozenset({STATES, SIMULATE, CHECK})
 
 __all__ = [
+    "predicted_means",
     "CAPABILITIES",
     "DEFAULTS",
     "GUIDES",

@@ -242,6 +242,21 @@ def evaluate(config, params, sessions, *, horizons=(1, 5, 10), num_samples=16, s
     return metrics
 
 
+def predicted_means(config, params, sessions, *, num_samples=16, seed=0) -> list[np.ndarray]:
+    """The posterior-mean predicted mean of y (rates under Poisson) of each session, given its
+    observed entries only: a list of float (trials, T, N), one per session."""
+    session = fitted_session(config, sessions)
+    predict, point_params = for_prediction(config, params)
+    fitted = Fitted(predict, point_params)
+    y, mask = jnp.asarray(session.y), jnp.asarray(session.mask)
+    y_hat, _ = _jit(reconstruct, fitted, num_samples)(y, mask, jax.random.PRNGKey(seed))
+    y_hat, out, start = np.asarray(y_hat), [], 0
+    for s in sessions:  # fitted_session pads every session to the longest trials
+        out.append(y_hat[start : start + s.num_trials, : s.num_timesteps])
+        start += s.num_trials
+    return out
+
+
 def _forecast_scores(fitted: Fitted, session, horizons, num_samples: int, key) -> dict:
     """forecast_r2, forecast_trials (and forecast_r2_note) of :func:`evaluate`."""
     bins = session.bin_mask
