@@ -179,10 +179,11 @@ def test_check_refuses_hmm_in_one_line(runs, capsys):
 
 
 def test_check_refuses_the_meta_family_in_one_line(monkeypatch, capsys, tmp_path):
-    from neurodyn import cli
+    from neurodyn import api, cli
     from neurodyn.families import meta
 
-    monkeypatch.setattr(cli, "load_run", lambda run: (meta, {"model": "meta-dssm"}, {}))
+    fake = api.Run(tmp_path, meta, {"model": "meta-dssm"}, {})
+    monkeypatch.setattr(api, "load", lambda run: fake)
     assert cli.main(["check", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "switching family" in err and err.count("\n") == 1

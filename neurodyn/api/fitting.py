@@ -17,10 +17,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from ..errors import Interrupted, UsageError
 from ..families import MODEL_NAMES, family_of
-from ..families.protocol import EMBEDDINGS
+from ..families.protocol import EMBEDDINGS, STATES
 from ..inference import arviz_export, run_folder, runs, svi, workflow
 from ..inference.diagnostics import FitWarning, convergence_warning, elbo_convergence
 from ..models.priors import parse_assignments
@@ -28,8 +29,8 @@ from .cosmoothing import heldout_indices
 from .run import Run, evaluate_run, load
 from .sessions import as_sessions, describe
 
-POSTERIOR_VALUES = 1_000_000  # values of y per draw kept in a run's posterior.nc
-POSTERIOR_DRAWS = 50  # draws kept in a run's posterior.nc
+POSTERIOR_VALUES = 200_000  # values of y per draw kept in a run's posterior.nc (first trials)
+POSTERIOR_DRAWS = 20  # draws kept in a run's posterior.nc
 OPTIONS = (
     "states",
     "latent_dim",
@@ -206,6 +207,34 @@ def _write_run(family, config, sessions, out: Path, *, resume, overwrite, progre
     return metrics
 
 
+def run_posterior(family, config, params, sessions, losses) -> xr.DataTree:
+    """The run folder's ``posterior.nc``: :data:`POSTERIOR_DRAWS` draws from the guide of the
+    first trials (at most :data:`POSTERIOR_VALUES` values of y per draw) with their predictive
+    draws, log-likelihoods and the ELBO trace, and for switching runs the ``state_posterior``
+    of the same trials (smoothed state probabilities and the Viterbi path), with the named dims
+    of ``neurodyn infer``; the meta family's embeddings are in ``embeddings.json``."""
+    exported = family.problem(config, params, sessions, max_values=POSTERIOR_VALUES)
+    tree = workflow.posterior_tree(exported, num_samples=POSTERIOR_DRAWS, losses=losses)
+    kept = int(np.prod(np.shape(exported.batch["y"])[:-2]))
+    if STATES in family.CAPABILITIES:  # the discrete states of the exported trials
+        first = _first_trials(sessions, kept)
+        states = family.posterior(config, params, first, num_samples=POSTERIOR_DRAWS, seed=0)
+        tree["state_posterior"] = states["state_posterior"].to_dataset()
+    tree.attrs.update(trials_exported=kept, draws_kept=POSTERIOR_DRAWS, model=config["model"])
+    return tree
+
+
+def _first_trials(sessions, count: int) -> list:
+    """The sessions cut to their first ``count`` trials in all (for the export's trials)."""
+    out = []
+    for s in sessions:
+        if count <= 0:
+            break
+        out.append(s if s.num_trials <= count else s.select(slice(0, count)))
+        count -= s.num_trials
+    return out
+
+
 def _check_same_problem(family, config, sessions, check, out: Path) -> None:
     """Refuse ``resume`` with other data or other model options than the run's (the step
     budget may change); the message names what differs."""
@@ -265,10 +294,9 @@ def _fit_into(family, config, sessions, folder: Path, *, resume, progress, phase
     metrics = evaluate_run(
         family, config, params, sessions, horizons=(), num_samples=32, seed=0, warn=False
     )
-    exported = family.problem(config, params, sessions, max_values=POSTERIOR_VALUES)
-    tree = workflow.posterior_tree(exported, num_samples=POSTERIOR_DRAWS, losses=result.losses)
-    tree.attrs["trials_exported"] = int(np.prod(np.shape(exported.batch["y"])[:-2]))
-    arviz_export.save(tree, folder / runs.POSTERIOR)
+    arviz_export.save(
+        run_posterior(family, config, params, sessions, result.losses), folder / runs.POSTERIOR
+    )
     metrics["fit"] = {
         "steps": int(result.steps_run),
         "final_loss": float(result.losses[-20:].mean()),

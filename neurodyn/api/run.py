@@ -12,8 +12,8 @@ import xarray as xr
 
 from ..data import concat_trials
 from ..errors import UsageError
-from ..families import family_of
-from ..families.protocol import ADAPT, CHECK, STATES, require
+from ..families import family_of, require
+from ..families.protocol import ADAPT, CHECK, STATES
 from ..inference import arviz_export, runs, workflow
 from ..inference.diagnostics import ppc_figure, rank_histogram_figure
 from ..inference.metrics import R2_UNDEFINED
@@ -168,8 +168,8 @@ class Run:
     ) -> Run:
         """Few-shot adaptation (meta family) to one new recording, on its first ``trials``
         trials; writes and returns the new run ``out``."""
-        require(self.family, ADAPT, self.model)
         out = check_out(out, "run", overwrite=overwrite)
+        require(self.family, ADAPT, self.model)
         if out.resolve() == self.path.resolve():
             raise UsageError("--out must differ from the run being adapted")
         sessions = self.sessions(data)
@@ -217,9 +217,9 @@ class Run:
         """Simulation-based calibration of the run's guide (``neurodyn check``): trials are
         simulated from the fitted model and the guide's posterior ranks the true latents.
         ``out``: a folder for ``rank_histograms.png``."""
-        require(self.family, CHECK, self.model)
         if out is not None:
             out = check_out(out, "report")
+        require(self.family, CHECK, self.model)
         summary = self.family.check(
             self.config,
             self.params,

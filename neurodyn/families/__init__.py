@@ -28,3 +28,16 @@ def family_of(model: str):
     if model not in _FAMILY_OF:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}")
     return importlib.import_module(f"neurodyn.families.{_FAMILY_OF[model]}")
+
+
+def require(family, capability: str, model: str) -> None:
+    """``ValueError`` in one line when ``family`` does not declare ``capability``, naming the
+    families that do."""
+    if capability in family.CAPABILITIES:
+        return
+    able = sorted(
+        name
+        for name in set(_FAMILY_OF.values())
+        if capability in importlib.import_module(f"neurodyn.families.{name}").CAPABILITIES
+    )
+    raise ValueError(f"{capability} applies to the {' or '.join(able)} family, not {model!r}")

@@ -2,8 +2,8 @@
 
 A family (``neurodyn.families.switching``, ``neurodyn.families.meta``) is a module that
 satisfies :class:`Family`. What only some families can do is declared in ``CAPABILITIES``
-(not discovered with ``hasattr``); :func:`require` turns a missing capability into the
-one-line error the command line prints.
+(not discovered with ``hasattr``); :func:`neurodyn.families.require` turns a missing
+capability into the one-line error the command line prints.
 
 Shapes: a session's ``y`` is (trials, T, N); params are a dict of arrays; ``sessions`` is a
 list of :class:`neurodyn.data.session.Session`.
@@ -59,7 +59,7 @@ class Family(Protocol):
         """A params pytree of the right structure (for loading ``params.npz``)."""
 
     def problem(self, config: dict, params: dict, sessions: Sequence, *, max_values=None):
-        """-> :class:`neurodyn.inference.workflow.Problem` (what the ArviZ export and importance
+        """-> :class:`neurodyn.inference.problem.Problem` (what the ArviZ export and importance
         sampling need)."""
 
     def evaluate(self, config, params, sessions, *, horizons, num_samples, seed) -> dict:
@@ -83,11 +83,3 @@ class Family(Protocol):
 
     def report(self, config, params, sessions, out_dir) -> list[Path]:
         """PNG figures written into ``out_dir``."""
-
-
-def require(family, capability: str, model: str) -> None:
-    """``ValueError`` in one line when ``family`` does not declare ``capability``."""
-    if capability not in family.CAPABILITIES:
-        raise ValueError(
-            f"{model} runs cannot do this ({capability}: not in the {family.NAME} family)"
-        )

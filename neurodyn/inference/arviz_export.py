@@ -65,11 +65,15 @@ def _draw(model, guide, params, batch, kwargs, local_plates):
     return one
 
 
-def _dims(name, value, trials, per_trial):
-    """Dimension names for an array whose first two axes are (chain, draw): a per-trial array's
-    next axis is ``trial``; the rest are ``{name}_dim_0``, ``{name}_dim_1``, ... (the same names
-    as in ``observed_data``)."""
+def _dims(name, value, trials, per_trial, named=None):
+    """Dimension names for an array whose first two axes are (chain, draw): ``named[name]``
+    when given (and of the right length); else a per-trial array's next axis is ``trial`` and
+    the rest are ``{name}_dim_0``, ``{name}_dim_1``, ... (the same names as in
+    ``observed_data``)."""
     shape = value.shape[2:]
+    given = (named or {}).get(name)
+    if given is not None and len(given) == len(shape):
+        return ["chain", "draw", *given]
     lead = ["trial"] if name in per_trial and shape and shape[0] == trials else []
     rest = [f"{name}_dim_{i}" for i in range(len(shape) - len(lead))]
     return ["chain", "draw", *lead, *rest]
@@ -86,11 +90,13 @@ def to_datatree(
     model_kwargs: Mapping[str, Any] | None = None,
     losses: np.ndarray | None = None,
     local_plates=("trials",),
+    dims: Mapping[str, Any] | None = None,
 ) -> xr.DataTree:
     """Draw ``num_samples`` latents from the guide and build the DataTree described above.
 
     ``model_kwargs`` must make every trial of ``batch`` count once (``num_trials`` = the batch's
-    trial count).
+    trial count). ``dims`` names the dims of sites (e.g. ``{"h": ("trial", "time",
+    "latent")}``); the log-likelihood keeps the site's leading (trial) dims.
     """
     kwargs = dict(model_kwargs or {})
     one = _draw(model, guide, params, batch, kwargs, local_plates)
@@ -103,18 +109,22 @@ def to_datatree(
         data = {}
         for name, value in arrays.items():
             value = np.asarray(value)[None]  # add the chain axis
-            data[name] = xr.DataArray(value, dims=_dims(name, value, trials, per_trial_names))
+            named = dims if arrays is not loglik else None
+            data[name] = xr.DataArray(
+                value, dims=_dims(name, value, trials, per_trial_names, named)
+            )
         return xr.Dataset(data, coords={"chain": [0], "draw": np.arange(num_samples)})
 
     names = set(loglik)
+
+    def observed_dims(name):
+        given = (dims or {}).get(name)
+        if given is not None and len(given) == np.ndim(batch[name]):
+            return list(given)
+        return ["trial", *[f"{name}_dim_{i}" for i in range(np.ndim(batch[name]) - 1)]]
+
     observed = xr.Dataset(
-        {
-            name: xr.DataArray(
-                np.asarray(batch[name]),
-                dims=["trial", *[f"{name}_dim_{i}" for i in range(np.ndim(batch[name]) - 1)]],
-            )
-            for name in names
-        }
+        {name: xr.DataArray(np.asarray(batch[name]), dims=observed_dims(name)) for name in names}
     )
     stats = {
         "log_p": xr.DataArray(np.asarray(log_p)[None], dims=["chain", "draw"]),

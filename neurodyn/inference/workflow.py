@@ -17,13 +17,14 @@ that make each trial count once with annealed auxiliary terms switched off. From
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
 
 from . import arviz_export, comparison, importance, smc
+from .problem import Problem
 
 HELDOUT_SAMPLES = 200  # importance samples per trial, where importance sampling is used
 ESTIMATORS = ("auto", "smc", "importance")
@@ -34,27 +35,6 @@ SMC_KEYS = (
     "smc_replicates",
     "smc_proposal",
 )
-
-
-class Problem(NamedTuple):
-    """What the workflow needs of a fitted run on some sessions.
-
-    Attributes:
-        model, guide: NumPyro functions ``fn(batch, **model_kwargs)``.
-        params: constrained parameters of the fit.
-        batch: arrays of every trial to score (leading trial axis, or recordings x trials).
-        model_kwargs: e.g. ``num_trials`` = the batch's trial count.
-        local_plates: the plates whose entries are scored separately (("trials",) usually).
-        num_observed_bins: bins with at least one observed neuron.
-    """
-
-    model: Callable
-    guide: Callable
-    params: Mapping[str, Any]
-    batch: Mapping[str, Any]
-    model_kwargs: Mapping[str, Any]
-    local_plates: Sequence[str]
-    num_observed_bins: int
 
 
 def heldout(problem: Problem, *, num_samples: int = 100, seed: int = 0):
@@ -95,6 +75,7 @@ def posterior_tree(problem: Problem, *, num_samples: int = 100, seed: int = 0, l
         model_kwargs=problem.model_kwargs,
         losses=None if losses is None else np.asarray(losses),
         local_plates=problem.local_plates,
+        dims=problem.dims,
     )
 
 

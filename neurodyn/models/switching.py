@@ -230,7 +230,7 @@ def sample_globals(spec: Spec, modules: Mapping, priors: Mapping) -> Globals:
         log_A = jnp.log(site("transition", _transition_prior(spec, priors)))
     R = r = None
     if K > 1 and spec.transitions == "recurrent":
-        R = numpyro.param("transition_weights", jnp.zeros((spec.latent_dim, K)))
+        R = numpyro.param("transition_weights", jnp.zeros((spec.latent_dim + spec.input_dim, K)))
         r = numpyro.param("transition_bias", jnp.zeros(K))
     obs_scale = site("obs_scale") if "obs_scale" in shapes else None
     if not spec.has_latent:
@@ -271,11 +271,17 @@ def _emissions(spec: Spec) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
-def log_transitions(g: Globals, h_prev):
-    """Log transition matrices. h_prev: [T-1, D] -> [T-1, K, K] (recurrent) or [K, K]."""
+def log_transitions(g: Globals, h_prev, u=None):
+    """Log transition matrices. h_prev: [T-1, D], u: [T-1, U] inputs of the target bins (None:
+    zero inputs) -> [T-1, K, K] (recurrent) or [K, K]."""
     if g.R is None:
         return g.log_A
-    recurrence = h_prev @ g.R + g.r  # [T-1, K]: depends on the target state only (rSLDS)
+    x = h_prev
+    if g.R.shape[0] > h_prev.shape[-1]:  # inputs drive the transitions too: R is [D + U, K]
+        U = g.R.shape[0] - h_prev.shape[-1]
+        u = jnp.zeros(h_prev.shape[:-1] + (U,)) if u is None else u
+        x = jnp.concatenate([h_prev, u], axis=-1)
+    recurrence = x @ g.R + g.r  # [T-1, K]: depends on the target state only (rSLDS)
     return jax.nn.log_softmax(g.log_A[None] + recurrence[:, None, :], axis=-1)
 
 
@@ -300,7 +306,8 @@ def state_potentials(g: Globals, h, u=None):
     means = dynamics_means(g, h[:-1], None if u is None else u[1:])  # [T-1, K, D]
     step = dist.Normal(means, g.process_scale).log_prob(h[1:, None, :]).sum(-1)
     first = jnp.broadcast_to(g.initial.log_prob(h[0]).sum(-1), (1, K))
-    return g.log_init, log_transitions(g, h[:-1]), jnp.concatenate([first, step], axis=0)
+    log_trans = log_transitions(g, h[:-1], None if u is None else u[1:])
+    return g.log_init, log_trans, jnp.concatenate([first, step], axis=0)
 
 
 def trajectory_potentials(g: Globals, h, u=None):
@@ -334,7 +341,7 @@ def roll_forward(g: Globals, key, h0, s0_logits, num_steps: int, u=None):
         s_prev, h_prev = carry
         key, u_t = xs
         k_s, k_h = jax.random.split(key)
-        log_trans = log_transitions(g, h_prev[None])
+        log_trans = log_transitions(g, h_prev[None], None if u is None else u_t[None])
         s = jax.random.categorical(k_s, log_trans.reshape(-1, *log_trans.shape[-2:])[0][s_prev])
         means = g.dynamics(h_prev, None if u is None else u_t)
         h = means[s] + g.process_scale[s] * jax.random.normal(k_h, (D,))
@@ -496,12 +503,16 @@ def switching_model(batch, *, num_trials, spec: Spec, modules, priors=None):
             raise ValueError("switching_model: give batch['mask'] [B, T, N] to simulate y")
         mask = jnp.ones(jnp.shape(y), bool)
     B, T, _ = mask.shape
+    u = batch.get("u")
+    if spec.input_dim and (u is None or u.shape != (B, T, spec.input_dim)):
+        got = "none" if u is None else f"shape {tuple(u.shape)}"
+        raise ValueError(f"switching_model: batch['u'] must be [B, T, {spec.input_dim}], got {got}")
     g = sample_globals(spec, modules, priors)
     with numpyro.plate("trials", num_trials, subsample_size=B):
         if not spec.has_latent:
             numpyro.sample("y", HMMObservations(spec, g, mask), obs=y)
             return
-        h = numpyro.sample("h", SwitchingTrajectory(g, B, T, batch.get("u")))
+        h = numpyro.sample("h", SwitchingTrajectory(g, B, T, u))
         drive = jax.vmap(jax.vmap(g.readout))(h)
         obs = observation_dist(spec, drive, g.obs_scale).mask(mask).to_event(2)
         numpyro.sample("y", obs, obs=y)

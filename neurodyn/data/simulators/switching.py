@@ -234,9 +234,10 @@ def simulate_input_switching(
 
     Each trial has one scalar pulse, ``inputs[i, p_i, 0] = pulse_amplitude``, at a bin p_i drawn
     uniformly from the ``pulse_window`` fraction of the trial; elsewhere the input is 0. The
-    state is 0 up to and including the pulse bin and 1 from the next bin on (s_t = 1 iff a
-    pulse came at some t' < t), so the switch time is known from the input but not from the
-    observations before it. In state k, h_t = c_k + A_k (h_{t-1} - c_k) + eps_t with
+    state is 0 before the pulse bin and 1 from it on (s_t = 1 iff a pulse came at some
+    t' <= t: the input of bin t drives the transition into bin t, the switching models'
+    convention p(s_t | s_{t-1}, h_{t-1}, u_t)), so the switch time is known from the input but
+    not from the observations before it. In state k, h_t = c_k + A_k (h_{t-1} - c_k) + eps_t with
     eps_t ~ N(0, ``process_noise``^2 I): state 0 a slow counter-clockwise damped rotation about
     (-1, 0), state 1 a faster clockwise one about (+1, 0); h_1 ~ N(c_0, 0.25 I). Observed
     through ``num_neurons`` random linear neurons as in :func:`simulate_lorenz`.
@@ -257,7 +258,7 @@ def simulate_input_switching(
     pulse = rng.integers(first, last + 1, size=num_trials)
     t = np.arange(num_timesteps)
     inputs = np.where(t[None, :] == pulse[:, None], pulse_amplitude, 0.0)[..., None]
-    states = (t[None, :] > pulse[:, None]).astype(np.int32)
+    states = (t[None, :] >= pulse[:, None]).astype(np.int32)
     latents = np.empty((num_trials, num_timesteps, 2))
     z = centres[0] + 0.5 * rng.normal(size=(num_trials, 2))
     for step in range(num_timesteps):

@@ -3,6 +3,8 @@ static :class:`neurodyn.models.meta.Spec` and resolved priors rebuilt from it.""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ...data.likelihood import default_likelihood
@@ -72,6 +74,13 @@ def make_config(model: str, sessions: list[Session], *, options: dict | None = N
     process_noise = options.get("process_noise", "shared")
     if process_noise not in ("shared", "per-recording"):
         raise ValueError("process_noise must be 'shared' or 'per-recording'")
+    with_inputs = [s.name for s in sessions if s.inputs is not None]
+    if with_inputs:  # said, not silently dropped
+        print(
+            f"note: {model} does not use inputs (the switching family does); the inputs of "
+            f"{', '.join(with_inputs)} are ignored",
+            file=sys.stderr,
+        )
     if cfg["likelihood"] is None:
         cfg["likelihood"] = default_likelihood(np.concatenate([s.y[s.mask] for s in sessions]))
     config = dict(

@@ -9,6 +9,7 @@ from numpyro.primitives import Messenger
 
 from ...data.session import Session
 from ...inference import smc
+from ...inference.problem import Problem
 from . import smc as meta_smc
 from .batches import observed_bins, stack_sessions
 from .config import GUIDES, priors_of
@@ -26,6 +27,13 @@ class _EmbeddingAsGlobal(Messenger):
             msg["cond_indep_stack"] = [f for f in msg["cond_indep_stack"] if f.name != "recordings"]
 
 
+DIMS = {
+    "y": ("recording", "trial", "time", "neuron"),
+    "z": ("recording", "trial", "time", "latent"),
+    "embedding": ("recording", "embedding_dim"),
+}
+
+
 def problem(config: dict, params: dict, sessions: list[Session], *, max_values: int | None = None):
     """The fitted model and guide on ``sessions`` for the workflow (held-out likelihood, ArviZ
     export, comparison): every trial counts once; trials are scored per (recording, trial).
@@ -34,9 +42,6 @@ def problem(config: dict, params: dict, sessions: list[Session], *, max_values: 
     R' * M * T * N_max <= max_values: the run folder's ``posterior.nc`` uses it to bound the
     size of its draws of y. Held-out scores and comparisons use every trial.
     """
-    # Imported here: the workflow pulls in ArviZ, which a machine that only fits may lack.
-    from ...inference.workflow import Problem
-
     model, guide, _, _ = build(config)
     N = max(r["num_neurons"] for r in config["recordings"])
     T = max(s.num_timesteps for s in sessions)
@@ -53,6 +58,7 @@ def problem(config: dict, params: dict, sessions: list[Session], *, max_values: 
         model_kwargs={"num_trials": int(batch["num_trials"].max())},
         local_plates=("recordings", "trials"),
         num_observed_bins=bins,
+        dims=DIMS,
     )
 
 

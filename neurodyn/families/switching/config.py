@@ -6,6 +6,7 @@ A config is a JSON-able dict holding everything needed to rebuild a run's progra
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict
 
@@ -56,7 +57,27 @@ def fitted_session(config, sessions):
             f"{session.name}: has {session.num_neurons} neurons, but the run was fitted to "
             f"recordings of {config['spec']['num_neurons']}"
         )
+    fitted_inputs = config["spec"].get("input_dim", 0)
+    given = 0 if session.inputs is None else session.inputs.shape[-1]
+    if given != fitted_inputs:
+        raise ValueError(
+            f"{session.name}: has {given} input channel(s), but the run was fitted with "
+            f"{fitted_inputs}"
+        )
     return session
+
+
+def input_dim(model: str, session) -> int:
+    """Input channels the model uses: those of the data (with a one-line note), 0 for hmm."""
+    if session.inputs is None:
+        return 0
+    U = session.inputs.shape[-1]
+    if model == "hmm":
+        print(f"note: {model} does not use the data's {U} input channel(s)", file=sys.stderr)
+        return 0
+    drives = "dynamics and transitions" if CONFIGS[model][1] == "recurrent" else "dynamics"
+    print(f"note: the data's {U} input channel(s) drive the {drives}", file=sys.stderr)
+    return U
 
 
 def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict:
@@ -105,7 +126,7 @@ def make_config(model: str, sessions, *, options: Mapping | None = None) -> dict
         num_states=int(opts["states"]),
         latent_dim=int(opts["latent_dim"]) if model != "hmm" else 0,
         num_neurons=session.num_neurons,
-        input_dim=0,
+        input_dim=input_dim(model, session),
         likelihood=likelihood,
         link=link,
         readout=opts.get("readout", "linear"),

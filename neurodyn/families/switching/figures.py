@@ -12,7 +12,7 @@ import numpy as np
 
 from ...inference.metrics import match_labels
 from .config import fitted_session
-from .predict import Fitted, _jit, reconstruct, viterbi_states
+from .predict import Fitted, _jit, inputs_of, reconstruct, viterbi_states
 from .program import for_prediction
 
 matplotlib.use("Agg")
@@ -32,7 +32,8 @@ def report(config, params, sessions, out_dir, *, num_samples=16, seed=0) -> list
     fitted = Fitted(*for_prediction(config, params))
     y, mask = jnp.asarray(session.y), jnp.asarray(session.mask)
     y_hat, h_mean = _jit(reconstruct, fitted, num_samples)(y, mask, jax.random.PRNGKey(seed))
-    path = np.asarray(jax.jit(functools.partial(viterbi_states, fitted))(h_mean, y, mask))
+    u = inputs_of(session)
+    path = np.asarray(jax.jit(functools.partial(viterbi_states, fitted))(h_mean, y, mask, u))
     K = fitted.spec.num_states
     bins = session.bin_mask  # [R, T]
     if session.states is not None:

@@ -25,7 +25,14 @@ import numpy as np
 import xarray as xr
 
 from .config import fitted_session
-from .predict import Fitted, sample_states, smoothed_states, trajectory_samples, viterbi_path
+from .predict import (
+    Fitted,
+    inputs_of,
+    sample_states,
+    smoothed_states,
+    trajectory_samples,
+    viterbi_path,
+)
 from .program import for_prediction
 
 
@@ -38,7 +45,7 @@ def posterior(config, params, sessions, *, num_samples: int = 50, seed: int = 0)
     session = fitted_session(config, sessions)
     fitted = Fitted(*for_prediction(config, params))
     spec, S = fitted.spec, int(num_samples)
-    y, mask = jnp.asarray(session.y), jnp.asarray(session.mask)
+    y, mask, u = jnp.asarray(session.y), jnp.asarray(session.mask), inputs_of(session)
     B, T, N = session.y.shape
     key_h, key_s = jax.random.split(jax.random.PRNGKey(seed))
     draws = {}
@@ -48,7 +55,10 @@ def posterior(config, params, sessions, *, num_samples: int = 50, seed: int = 0)
 
         def given(args):  # one draw of h [B, T, D] -> (p(s | h) [B, T, K], a path [B, T])
             k, h_s = args
-            return smoothed_states(fitted, h=h_s), sample_states(fitted, k, 1, h=h_s)[:, 0]
+            return (
+                smoothed_states(fitted, h=h_s, u=u),
+                sample_states(fitted, k, 1, h=h_s, u=u)[:, 0],
+            )
 
         probs, states = jax.jit(lambda h: jax.lax.map(given, (keys, h)))(h)
         probs = probs.mean(0)
@@ -58,7 +68,7 @@ def posterior(config, params, sessions, *, num_samples: int = 50, seed: int = 0)
         states = jnp.swapaxes(sample_states(fitted, key_s, S, y=y, mask=mask), 0, 1)
     states = np.asarray(states, np.int32)[None]
     draws["states"] = (("chain", "draw", "trial", "time"), states)
-    viterbi = viterbi_path(fitted, y, mask).astype(np.int32)
+    viterbi = viterbi_path(fitted, y, mask, u=u).astype(np.int32)
     coords = {
         "trial": np.arange(B),
         "time": np.arange(T),

@@ -96,11 +96,14 @@ def simulate_trials(fitted: Fitted, key, num_trials: int, num_timesteps: int):
     return s, h, y
 
 
-def _potentials(fitted: Fitted, h=None, y=None, mask=None):
-    """Batched chain potentials: from trajectories h [B, T, D], or (hmm) from y, mask."""
+def _potentials(fitted: Fitted, h=None, y=None, mask=None, u=None):
+    """Batched chain potentials: from trajectories h [B, T, D] (with inputs u [B, T, U] or
+    None), or (hmm) from y, mask."""
     g = fitted.g
     if h is not None:
-        return jax.vmap(lambda h: state_potentials(g, h))(h) + (None,)
+        if u is None:
+            return jax.vmap(lambda h: state_potentials(g, h))(h) + (None,)
+        return jax.vmap(lambda h, u: state_potentials(g, h, u))(h, u) + (None,)
     log_lik = hmm_log_lik(fitted.spec, g, y, mask)
     B = y.shape[0]
     return (
@@ -111,20 +114,20 @@ def _potentials(fitted: Fitted, h=None, y=None, mask=None):
     )
 
 
-def smoothed_states(fitted: Fitted, h=None, y=None, mask=None):
+def smoothed_states(fitted: Fitted, h=None, y=None, mask=None, u=None):
     """p(s_t | h) (or p(s_t | y) for hmm): [B, T, K]."""
-    pots = _potentials(fitted, h, y, mask)
+    pots = _potentials(fitted, h, y, mask, u)
     return jax.vmap(lambda a, b, c, m: hmm.smooth(a, b, c, m).marginals)(*pots)
 
 
-def viterbi_states(fitted: Fitted, h=None, y=None, mask=None):
+def viterbi_states(fitted: Fitted, h=None, y=None, mask=None, u=None):
     """Most likely state path per trial: int [B, T]."""
-    return jax.vmap(hmm.viterbi)(*_potentials(fitted, h, y, mask))
+    return jax.vmap(hmm.viterbi)(*_potentials(fitted, h, y, mask, u))
 
 
-def sample_states(fitted: Fitted, key, num_samples: int, h=None, y=None, mask=None):
+def sample_states(fitted: Fitted, key, num_samples: int, h=None, y=None, mask=None, u=None):
     """Posterior draws of state paths: int [B, S, T]."""
-    pots = _potentials(fitted, h, y, mask)
+    pots = _potentials(fitted, h, y, mask, u)
     keys = jax.random.split(key, pots[0].shape[0])
     return jax.vmap(lambda k, a, b, c, m: hmm.sample(k, a, b, c, m, num_samples))(keys, *pots)
 
@@ -141,14 +144,15 @@ def reconstruct(fitted: Fitted, y, mask, num_samples: int, key):
     return predicted_mean(spec, drive).mean(0), h.mean(0)
 
 
-def forecast(fitted: Fitted, y, mask, horizons, num_samples: int, key, origins=None):
+def forecast(fitted: Fitted, y, mask, horizons, num_samples: int, key, origins=None, u=None):
     """k-step forecasts of E[y] from each trial's first T0_i bins.
 
     The guide sees bins 0..T0_i - 1 of trial i (later bins are masked out); the core's filtered
     state at bin T0_i - 1 starts Monte Carlo roll-outs of the model. y, mask: [B, T, N];
     origins: int [B] T0_i (None: T - max(horizons) for every trial; see
-    :func:`forecast_origins`). Returns {k: [B, N]} predictions of bin T0_i - 1 + k (0-based),
-    i.e. k bins after the last bin the guide saw.
+    :func:`forecast_origins`); u: [B, T', U] inputs (T' >= T; bins past T' count as zero
+    input) or None. Returns {k: [B, N]} predictions of bin T0_i - 1 + k (0-based), i.e. k bins
+    after the last bin the guide saw.
     """
     spec, g = fitted.spec, fitted.g
     B, T = y.shape[:2]
@@ -174,19 +178,26 @@ def forecast(fitted: Fitted, y, mask, horizons, num_samples: int, key, origins=N
     h = trajectory_samples(fitted, y, m0, num_samples, k_h)  # [S, B, T, D]
     S = h.shape[0]
 
+    u_seen = None if u is None else u[:, :T]
+
     def filtered_at_origin(hs):  # [B, T, D] -> [B, K]: only bins before T0_i count
-        log_init, log_trans, log_lik = jax.vmap(lambda h: state_potentials(g, h))(hs)
+        log_init, log_trans, log_lik = _potentials(fitted, hs, u=u_seen)[:3]
         post = jax.vmap(hmm.smooth)(log_init, log_trans, log_lik, seen)
         return post.marginals[rows, last]
 
     filtered = jax.vmap(filtered_at_origin)(h)  # [S, B, K]
     h_last = h[:, rows, last]  # [S, B, D]
 
-    def roll(key, h_last, p_last):
-        return roll_forward(g, key, h_last, jnp.log(p_last + 1e-30), steps)[1]
+    def roll(key, h_last, p_last, u_next):
+        return roll_forward(g, key, h_last, jnp.log(p_last + 1e-30), steps, u_next)[1]
 
+    u_next = None  # the inputs of bins T0_i .. T0_i + steps - 1 of each trial: [B, steps, U]
+    if u is not None:
+        padded = jnp.pad(u, ((0, 0), (0, steps), (0, 0)))
+        u_next = jax.vmap(lambda x, t: jax.lax.dynamic_slice_in_dim(x, t, steps))(padded, origins)
     keys = jax.random.split(k_roll, S * B).reshape(S, B, -1)
-    future = jax.vmap(jax.vmap(roll))(keys, h_last, filtered)  # [S, B, steps, D]
+    rolled = jax.vmap(jax.vmap(roll), (0, 0, 0, None))
+    future = rolled(keys, h_last, filtered, u_next)  # [S, B, steps, D]
     mean_y = predicted_mean(spec, jax.vmap(jax.vmap(jax.vmap(g.readout)))(future)).mean(0)
     return {k: mean_y[:, k - 1] for k in horizons}
 
@@ -222,7 +233,7 @@ def evaluate(config, params, sessions, *, horizons=(1, 5, 10), num_samples=16, s
     session = fitted_session(config, sessions)
     predict, point_params = for_prediction(config, params)
     fitted = Fitted(predict, point_params)
-    y, mask = jnp.asarray(session.y), jnp.asarray(session.mask)
+    y, mask, u = jnp.asarray(session.y), jnp.asarray(session.mask), inputs_of(session)
     keys = jax.random.split(jax.random.PRNGKey(seed), 3)
     y_hat, h_mean = _jit(reconstruct, fitted, num_samples)(y, mask, keys[0])
     metrics = {"recon_r2": r2_variance_weighted(session.y, np.asarray(y_hat), session.mask)}
@@ -231,7 +242,7 @@ def evaluate(config, params, sessions, *, horizons=(1, 5, 10), num_samples=16, s
     if horizons:
         metrics.update(_forecast_scores(fitted, session, horizons, num_samples, keys[1]))
     if session.states is not None:
-        path = jax.jit(functools.partial(viterbi_states, fitted))(h_mean, y, mask)
+        path = jax.jit(functools.partial(viterbi_states, fitted))(h_mean, y, mask, u)
         metrics.update(state_scores(np.asarray(path), session.states, session.bin_mask))
     model, guide, at = fitted.model, fitted.guide, fitted.params
     if predict["priors"] != config["priors"]:  # weight priors: the fit's own ELBO
@@ -265,8 +276,10 @@ def _forecast_scores(fitted: Fitted, session, horizons, num_samples: int, key) -
     T_seen = int(origins.max())
     y, mask = jnp.asarray(session.y[:, :T_seen]), jnp.asarray(session.mask[:, :T_seen])
     preds = jax.jit(
-        lambda y, mask, origins, key: forecast(fitted, y, mask, horizons, num_samples, key, origins)
-    )(y, mask, jnp.asarray(origins), key)
+        lambda y, mask, origins, key, u: forecast(
+            fitted, y, mask, horizons, num_samples, key, origins, u
+        )
+    )(y, mask, jnp.asarray(origins), key, inputs_of(session))
     rows = np.arange(session.num_trials)
     r2, scored, notes = {}, {}, {}
     for k, p in preds.items():
@@ -294,11 +307,24 @@ def most_likely_states(config, params, sessions, *, num_samples=16, seed=0) -> n
     session = fitted_session(config, sessions)
     fitted = Fitted(*for_prediction(config, params))
     return viterbi_path(
-        fitted, jnp.asarray(session.y), jnp.asarray(session.mask), num_samples, seed
+        fitted,
+        jnp.asarray(session.y),
+        jnp.asarray(session.mask),
+        num_samples,
+        seed,
+        u=inputs_of(session),
     )
 
 
-def viterbi_path(fitted: Fitted, y, mask, num_samples: int = 16, seed: int = 0) -> np.ndarray:
-    """:func:`most_likely_states` of a :class:`Fitted` on y, mask [B, T, N]: int [B, T]."""
+def viterbi_path(
+    fitted: Fitted, y, mask, num_samples: int = 16, seed: int = 0, u=None
+) -> np.ndarray:
+    """:func:`most_likely_states` of a :class:`Fitted` on y, mask [B, T, N] (inputs u
+    [B, T, U] or None): int [B, T]."""
     _, h_mean = _jit(reconstruct, fitted, num_samples)(y, mask, jax.random.PRNGKey(seed))
-    return np.asarray(jax.jit(functools.partial(viterbi_states, fitted))(h_mean, y, mask))
+    return np.asarray(jax.jit(functools.partial(viterbi_states, fitted))(h_mean, y, mask, u))
+
+
+def inputs_of(session):
+    """The session's inputs as a JAX array [B, T, U], or None."""
+    return None if session.inputs is None else jnp.asarray(session.inputs)

@@ -13,7 +13,7 @@ from numpyro import handlers
 
 from ...guides import load_guide
 from ...guides.switching import GUIDES, GuideTrajectories, switching_guide, weight_guide
-from ...inference.workflow import Problem
+from ...inference.problem import Problem
 from ...models.switching import WEIGHT_PRIORS, resolve_priors, switching_model
 from ...models.weights import posterior_median_weights
 from ..protocol import Program
@@ -44,9 +44,12 @@ def build(config, init: Mapping | None = None) -> Program:
 
 
 def batch_of(session, warm=None) -> dict:
-    """The arrays a step sees: y [R, T, N], mask [R, T, N] (and warm-start labels int [R, T],
+    """The arrays a step sees: y [R, T, N], mask [R, T, N], u [R, T, U] when the session has
+    inputs (and warm-start labels int [R, T],
     -1 on bins without any observed neuron, where the pull is off)."""
     batch = {"y": jnp.asarray(session.y), "mask": jnp.asarray(session.mask)}
+    if session.inputs is not None:
+        batch["u"] = jnp.asarray(session.inputs)
     if warm is not None:
         batch["warm"] = jnp.asarray(warm, jnp.int32)
     return batch
@@ -57,6 +60,8 @@ def param_template(config):
     program = build(config)
     T, N = 3, program.spec.num_neurons
     batch = {"y": jnp.zeros((1, T, N)), "mask": jnp.ones((1, T, N), bool)}
+    if program.spec.input_dim:
+        batch["u"] = jnp.zeros((1, T, program.spec.input_dim))
     params = {}
     for fn in (program.guide, program.model):
         with handlers.trace() as tr, handlers.seed(rng_seed=0):
@@ -64,6 +69,9 @@ def param_template(config):
                 fn(batch, num_trials=1)
         params.update({k: v["value"] for k, v in tr.items() if v["type"] == "param"})
     return jax.device_get(params)
+
+
+DIMS = {"y": ("trial", "time", "neuron"), "h": ("trial", "time", "latent")}
 
 
 def problem(config, params, sessions, *, max_values: int | None = None) -> Problem:
@@ -88,6 +96,7 @@ def problem(config, params, sessions, *, max_values: int | None = None) -> Probl
         model_kwargs={"num_trials": session.num_trials},
         local_plates=("trials",),
         num_observed_bins=int(session.bin_mask.sum()),
+        dims=DIMS,
     )
 
 

@@ -55,6 +55,7 @@ def smc_log_marginals(
     key,
     num_replicates: int | None = None,
     proposal: str = "auto",
+    u=None,
 ) -> smc.SMCEstimate:
     """Per-trial log p(y) by SMC (batched :class:`~neurodyn.inference.smc.SMCEstimate`: [B], or
     [R, B] with ``num_replicates`` = R independent runs, each with its own keys).
@@ -82,8 +83,9 @@ def smc_log_marginals(
       bin: the guide mixed with the initial distribution).
     * ``"guide"``: the guide's per-bin Gaussian alone.
 
-    y, mask: [B, T, N]. The fitted globals (MAP values) are held fixed; a run with weight priors
-    is evaluated at their posterior median (see :func:`~.program.for_prediction`).
+    y, mask: [B, T, N]; u: [B, T, U] inputs or None. The fitted globals (MAP values) are held
+    fixed; a run with weight priors is evaluated at their posterior median (see
+    :func:`~.program.for_prediction`).
     """
     spec, g = fitted.spec, fitted.g
     proposal = smc_proposal(fitted, proposal)
@@ -163,7 +165,9 @@ def smc_log_marginals(
             return log_q
         return jnp.logaddexp(jnp.log(a) + log_q, jnp.log1p(-a) + log_prior)
 
-    def one_trial(key, y, mask, features):
+    u = jnp.zeros(y.shape[:2] + (0,)) if u is None else u
+
+    def one_trial(key, y, mask, features, u):
         def init(key, P):
             log_alpha = jnp.broadcast_to(g.log_init, (P, K))  # h_1 says nothing of s_1
             if not use_guide:
@@ -182,9 +186,12 @@ def smc_log_marginals(
 
         def step(key, particles, t):
             h_prev, log_alpha = particles
-            log_trans = log_transitions(g, h_prev)  # [P, K, K] or [K, K]
+            u_t = (
+                None if u.shape[-1] == 0 else jnp.broadcast_to(u[t], (h_prev.shape[0], u.shape[-1]))
+            )
+            log_trans = log_transitions(g, h_prev, u_t)  # [P, K, K] or [K, K]
             log_pred = jax.nn.logsumexp(log_alpha[..., :, None] + log_trans, axis=-2)  # [P, K]
-            means = dynamics_means(g, h_prev)  # [P, K, D]
+            means = dynamics_means(g, h_prev, u_t)  # [P, K, D]
             if proposal == "optimal":
                 h, log_w = adapted(key, means, log_pred, g.process_scale, y[t], mask[t])
                 log_alpha = prior_log_prob(h, means, log_pred, g.process_scale)[1]
@@ -198,9 +205,9 @@ def smc_log_marginals(
     B = y.shape[0]
     run = jax.vmap(one_trial)
     if num_replicates is None:
-        return jax.jit(run)(jax.random.split(key, B), y, mask, features)
+        return jax.jit(run)(jax.random.split(key, B), y, mask, features, u)
     keys = jax.random.split(key, num_replicates * B).reshape(num_replicates, B, -1)
-    return jax.jit(jax.vmap(run, (0, None, None, None)))(keys, y, mask, features)
+    return jax.jit(jax.vmap(run, (0, None, None, None, None)))(keys, y, mask, features, u)
 
 
 def heldout_smc(
@@ -232,7 +239,7 @@ def heldout_smc(
     used = smc_proposal(fitted, proposal)
     batch = batch_of(session)
     estimate = smc_log_marginals(
-        fitted, batch["y"], batch["mask"], P, jax.random.PRNGKey(seed), R, used
+        fitted, batch["y"], batch["mask"], P, jax.random.PRNGKey(seed), R, used, batch.get("u")
     )
     pooled = smc.pool_replicates(estimate, P, session.bin_mask.sum())
     return {**pooled.metrics, "smc_proposal": used}, pooled.log_marginals, pooled.mcse
