@@ -177,7 +177,7 @@ def cmd_sweep(args) -> None:
         **_heldout_options(args),
     )
     print(table_text(result.table))
-    print(f"table in {args.out}/compare.json, figure in {args.out}/elpd.png")
+    print(f"table in {args.out}/compare.json, figures {args.out}/elpd.png and compare.png")
 
 
 def cmd_report(args) -> None:
@@ -212,6 +212,7 @@ def cmd_compare(args) -> None:
     from . import api
     from .api.compare import table_records, table_text
     from .inference import runs
+    from .inference.arviz_figures import plot_compare
 
     table = api.compare(
         args.runs, args.data, seed=args.seed, samples=args.samples, **_heldout_options(args)
@@ -219,6 +220,8 @@ def cmd_compare(args) -> None:
     print(table_text(table))
     if args.json:
         runs.write_json(args.json, table_records(table))
+    if args.plot:
+        print(plot_compare(table, args.plot))
 
 
 def cmd_check(args) -> None:
@@ -277,11 +280,14 @@ def cmd_demo(args) -> None:
 
 
 def _check_json_outputs(args) -> None:
-    """``--json`` of evaluate, compare and check is checked before any work."""
-    if getattr(args, "json", None) and args.command in ("evaluate", "compare", "check"):
-        from .inference.run_folder import check_out
+    """``--json`` of evaluate, compare and check (and compare's ``--plot``) is checked before
+    any work."""
+    from .inference.run_folder import check_out
 
+    if getattr(args, "json", None) and args.command in ("evaluate", "compare", "check"):
         check_out(args.json, "json", option="--json")
+    if getattr(args, "plot", None) and args.command == "compare":
+        check_out(args.plot, "png", option="--plot")
 
 
 COMMANDS = {

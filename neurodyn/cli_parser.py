@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--json", help="also write the table to this file")
+    c.add_argument("--plot", help="also draw the table (arviz-plots' plot_compare) to this .png")
     _heldout_arguments(c)
 
     w = sub.add_parser("sweep", help="fit a grid of settings and rank them by held-out elpd")

@@ -121,8 +121,11 @@ def test_report_and_compare(flow, capsys):
         == 0
     )
     assert sorted(p.name for p in (flow / "fig").iterdir()) == [
+        "elbo.png",
         "flow_fields.png",
+        "khat.png",
         "ppc.png",
+        "ppc_statistics.png",
         "reconstruction.png",
         "states.png",
     ]

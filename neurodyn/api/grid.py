@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..errors import UsageError
 from ..inference import runs
+from ..inference.arviz_figures import plot_compare
 from ..inference.run_folder import INCOMPLETE, check_out, is_run
 from .compare import compare, table_records
 from .fitting import fit
@@ -113,6 +114,7 @@ def sweep(
         table.insert(0, key, [by_name[name][key] for name in table.index])
     runs.write_json(out / "compare.json", table_records(table))
     _elpd_figure(table, settings, out / "elpd.png")
+    plot_compare(table, out / "compare.png")
     return SweepTable(table, fitted)
 
 

@@ -14,7 +14,7 @@ from ..data import concat_trials
 from ..errors import UsageError
 from ..families import family_of, require
 from ..families.protocol import ADAPT, CHECK, STATES
-from ..inference import arviz_export, runs, workflow
+from ..inference import arviz_export, arviz_figures, runs, workflow
 from ..inference.diagnostics import ppc_figure, rank_histogram_figure
 from ..inference.metrics import R2_UNDEFINED
 from ..inference.run_folder import INCOMPLETE, check_out, remove_run_files, staged_files
@@ -22,7 +22,7 @@ from .cosmoothing import co_smoothing, heldout_indices
 from .sessions import as_sessions
 
 HORIZONS = (1, 5, 10)
-PPC_VALUES = 1_000_000  # values of y per draw in the posterior predictive check
+PPC_VALUES = 1_000_000  # values of y per draw in report's posterior predictive check
 
 
 @dataclass
@@ -119,18 +119,30 @@ class Run:
         return tree
 
     def report(self, data, out) -> list[Path]:
-        """PNG figures of the run on ``data`` written into the folder ``out``."""
+        """PNG figures of the run on ``data`` written into the folder ``out``: the family's own
+        (state rasters, flow fields, reconstructions, embeddings) and, drawn with arviz-plots
+        on the posterior of ``data``, the posterior predictive check (``ppc.png``: a rootogram
+        for counts), the Pareto k of each trial (``khat.png``) and the fit's ELBO trace
+        (``elbo.png``). Padded bins are never drawn as data."""
         out = check_out(out, "report")
         sessions = self.sessions(data)
-        with staged_files(out) as tmp:
-            figures = self.family.report(self.config, self.params, sessions, tmp)
-            figures.append(self._ppc(sessions, tmp))
-        return [out / Path(f).name for f in figures]
-
-    def _ppc(self, sessions, folder: Path) -> Path:
-        """Posterior predictive checks of the run on ``sessions`` (``ppc.png``)."""
         problem = self.family.problem(self.config, self.params, sessions, max_values=PPC_VALUES)
         tree = workflow.posterior_tree(problem, num_samples=50)
+        mask = np.asarray(problem.batch["mask"])
+        with staged_files(out) as tmp:
+            figures = self.family.report(self.config, self.params, sessions, tmp)
+            figures.append(arviz_figures.plot_ppc(tree, tmp / "ppc.png", var_name="y", mask=mask))
+            figures.append(arviz_figures.plot_khat(tree, tmp / "khat.png", var_name="y"))
+            figures.append(self._ppc_statistics(sessions, problem, tree, tmp))
+            trace = self._elbo_trace()
+            if trace is not None:
+                figures.append(arviz_figures.plot_elbo(trace, tmp / "elbo.png"))
+        return [out / Path(f).name for f in figures]
+
+    def _ppc_statistics(self, sessions, problem, tree, folder: Path) -> Path:
+        """Statistics of the data against the posterior predictive draws' (mean rate and Fano
+        factor per neuron, autocorrelation, and the states' dwell times): arviz-plots has no
+        such figure (``ppc_statistics.png``)."""
         y, mask = np.asarray(problem.batch["y"]), np.asarray(problem.batch["mask"])
         predictive = tree["posterior_predictive"]["y"].values[0]
         session = concat_trials(sessions) if len({s.num_neurons for s in sessions}) == 1 else None
@@ -149,11 +161,20 @@ class Run:
             y,
             mask,
             predictive,
-            folder / "ppc.png",
+            folder / "ppc_statistics.png",
             states=states,
             predicted_states=predicted,
             likelihood=self.config.get("likelihood", "gaussian"),
         )
+
+    def _elbo_trace(self) -> xr.DataTree | None:
+        """The fit's ELBO by step (from ``loss.csv``), as a tree for :func:`plot_elbo`."""
+        path = self.path / "loss.csv"
+        if not path.exists():
+            return None
+        losses = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)[:, 1]
+        stats = xr.Dataset({"elbo": ("step", -losses)})
+        return xr.DataTree.from_dict({"sample_stats": stats})
 
     def adapt(
         self,

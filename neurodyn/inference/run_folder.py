@@ -30,7 +30,7 @@ INCOMPLETE = ".incomplete"
 STAGING = ".staging"
 FINGERPRINT = "resume_check"  # config.json key: {"data_sha256": str, "options": {...}}
 PAUSE_ENV = "NEURODYN_TEST_PAUSE_AT"  # tests only: warm_start | svi | evaluation
-KINDS = ("run", "report", "recordings", "npz", "nc", "json")
+KINDS = ("run", "report", "recordings", "npz", "nc", "json", "png")
 # the files a fit writes into a run folder (all that --overwrite or a failed fit removes)
 RUN_FILES = (
     CONFIG,
@@ -80,7 +80,8 @@ def check_out(path, kind: str, *, option: str = "--out", resume=False, overwrite
             ``overwrite``), ``report`` (a folder: new, empty, or one holding only PNG figures),
             ``recordings`` (a folder of session files; existing ones need ``overwrite``),
             ``npz`` / ``nc`` (one session / NetCDF file; an existing one needs ``overwrite``)
-            or ``json`` (a file
+            ``png`` (a figure file whose folder exists; an existing one must be a PNG) or
+            ``json`` (a file
             whose folder exists; an existing file must be JSON, i.e. an earlier output).
     """
     if kind not in KINDS:
@@ -97,6 +98,13 @@ def check_out(path, kind: str, *, option: str = "--out", resume=False, overwrite
             raise RunError(f"{option} {path}: exists and is not a JSON file; it is not replaced")
         if path.name in RUN_FILES and is_run(path.parent):
             raise RunError(f"{option} {path}: is a file of the run in {path.parent}")
+        _writable_ancestor(path, option)
+        return path
+    if kind == "png":
+        if path.suffix.lower() != ".png":
+            raise RunError(f"{option} {path}: give a .png file name")
+        if path.is_dir() or not path.parent.is_dir():
+            raise RunError(f"{option} {path}: is a folder, or its folder does not exist")
         _writable_ancestor(path, option)
         return path
     if kind in ("npz", "nc"):
