@@ -78,6 +78,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from . import long_scan
 
@@ -95,9 +96,9 @@ class Posterior(NamedTuple):
         pairwise: ``[T-1, K, K]``, ``pairwise[t, i, j] = p(s_t = i, s_{t+1} = j | y)``.
     """
 
-    log_marginal: jax.Array
-    marginals: jax.Array
-    pairwise: jax.Array
+    log_marginal: Float[Array, ""]
+    marginals: Float[Array, "T K"]
+    pairwise: Float[Array, "T-1 K K"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,7 +106,13 @@ class Posterior(NamedTuple):
 # ----------------------------------------------------------------------------------------------
 
 
-def log_marginal(log_init, log_trans, log_lik, mask=None, method="sequential"):
+def log_marginal(
+    log_init: Float[Array, " K"],
+    log_trans: Float[Array, "K K"] | Float[Array, "T-1 K K"],
+    log_lik: Float[Array, "T K"],
+    mask: Bool[Array, " T"] | None = None,
+    method: str = "sequential",
+) -> Float[Array, ""]:
     """Log of the sum over all state paths, ``log p(y)`` for normalized potentials.
 
     Args:
@@ -125,7 +132,13 @@ def log_marginal(log_init, log_trans, log_lik, mask=None, method="sequential"):
     return _log_partition(log_init, trans, lik, method)
 
 
-def smooth(log_init, log_trans, log_lik, mask=None, method="sequential"):
+def smooth(
+    log_init: Float[Array, " K"],
+    log_trans: Float[Array, "K K"] | Float[Array, "T-1 K K"],
+    log_lik: Float[Array, "T K"],
+    mask: Bool[Array, " T"] | None = None,
+    method: str = "sequential",
+) -> Posterior:
     """Smoothed single-bin and pairwise state marginals.
 
     They are the gradients of :func:`log_marginal` w.r.t. the per-bin log likelihoods and the
@@ -146,7 +159,12 @@ def smooth(log_init, log_trans, log_lik, mask=None, method="sequential"):
     return Posterior(log_marginal=value, marginals=marginals, pairwise=pairwise)
 
 
-def viterbi(log_init, log_trans, log_lik, mask=None):
+def viterbi(
+    log_init: Float[Array, " K"],
+    log_trans: Float[Array, "K K"] | Float[Array, "T-1 K K"],
+    log_lik: Float[Array, "T K"],
+    mask: Bool[Array, " T"] | None = None,
+) -> Int[Array, " T"]:
     """Most likely state path (max-product recursion with backpointers).
 
     Arguments as in :func:`log_marginal`.
@@ -172,7 +190,14 @@ def viterbi(log_init, log_trans, log_lik, mask=None):
     return jnp.concatenate([path, last[None]])
 
 
-def sample(key, log_init, log_trans, log_lik, mask=None, num_samples=1):
+def sample(
+    key: PRNGKeyArray,
+    log_init: Float[Array, " K"],
+    log_trans: Float[Array, "K K"] | Float[Array, "T-1 K K"],
+    log_lik: Float[Array, "T K"],
+    mask: Bool[Array, " T"] | None = None,
+    num_samples: int = 1,
+) -> Int[Array, "S T"]:
     """Posterior state paths by forward filtering, backward sampling.
 
     Args:

@@ -30,11 +30,13 @@ the run knows and are picked by ``batch["rec"]``. The whole trajectory z is one 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from jaxtyping import Array, Float, Int
 from numpyro.distributions import constraints
 
 from . import hypernetwork as hn
@@ -179,7 +181,9 @@ class MarkovGaussian(dist.Distribution):
         return jnp.concatenate([z1[:, :, None], jnp.moveaxis(rest, 0, 2)], 2)
 
 
-def recording_dynamics(spec: Spec, dynamics, adapter, e, rec):
+def recording_dynamics(
+    spec: Spec, dynamics, adapter, e: Float[Array, "M d_e"] | None, rec: Int[Array, " M"]
+) -> Callable[[Float[Array, "M K D"]], Float[Array, "M K D"]]:
     """The transition z -> f_{theta(e_i)}(z) of each recording in the batch.
 
     Args:
@@ -212,7 +216,9 @@ def recording_dynamics(spec: Spec, dynamics, adapter, e, rec):
     return transition
 
 
-def readout_mean(spec: Spec, z, C, d):
+def readout_mean(
+    spec: Spec, z: Float[Array, "M B T D"], C: Float[Array, "M N D"], d: Float[Array, "M N"]
+) -> Float[Array, "M B T N"]:
     """Mean of y: z (M, B, T, D), C (M, N, D), d (M, N) -> (M, B, T, N)."""
     x = jnp.einsum("mbtd,mnd->mbtn", z, C) + d[:, None, None, :]
     return jax.nn.softplus(x) + 1e-4 if spec.likelihood == "poisson" else x

@@ -63,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 from numpyro.distributions import constraints
 
 from ..inference import hmm
@@ -271,7 +272,9 @@ def _emissions(spec: Spec) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
-def log_transitions(g: Globals, h_prev, u=None):
+def log_transitions(
+    g: Globals, h_prev: Float[Array, "T D"], u: Float[Array, "T U"] | None = None
+) -> Float[Array, "T K K"] | Float[Array, "K K"]:
     """Log transition matrices. h_prev: [T-1, D], u: [T-1, U] inputs of the target bins (None:
     zero inputs) -> [T-1, K, K] (recurrent) or [K, K]."""
     if g.R is None:
@@ -285,14 +288,18 @@ def log_transitions(g: Globals, h_prev, u=None):
     return jax.nn.log_softmax(g.log_A[None] + recurrence[:, None, :], axis=-1)
 
 
-def dynamics_means(g: Globals, h_prev, u=None):
+def dynamics_means(
+    g: Globals, h_prev: Float[Array, "T D"], u: Float[Array, "T U"] | None = None
+) -> Float[Array, "T K D"]:
     """All states' predicted means. h_prev: [T', D], u: [T', U] or None -> [T', K, D]."""
     if u is None:
         return jax.vmap(g.dynamics)(h_prev)
     return jax.vmap(g.dynamics)(h_prev, u)
 
 
-def state_potentials(g: Globals, h, u=None):
+def state_potentials(
+    g: Globals, h: Float[Array, "T D"], u: Float[Array, "T U"] | None = None
+) -> tuple[Float[Array, " K"], Float[Array, "T-1 K K"] | Float[Array, "K K"], Float[Array, "T K"]]:
     """The chain's potentials given one trajectory.
 
     Args:
@@ -318,12 +325,21 @@ def trajectory_potentials(g: Globals, h, u=None):
     return jax.vmap(lambda h, u: state_potentials(g, h, u))(h, u)
 
 
-def trajectory_log_prob(g: Globals, h, u=None):
+def trajectory_log_prob(
+    g: Globals, h: Float[Array, "B T D"], u: Float[Array, "B T U"] | None = None
+) -> Float[Array, " B"]:
     """``log sum_s p(s, h | u)`` per trial. h: [B, T, D]; u: [B, T, U] or None -> [B]."""
     return jax.vmap(hmm.log_marginal)(*trajectory_potentials(g, h, u))
 
 
-def roll_forward(g: Globals, key, h0, s0_logits, num_steps: int, u=None):
+def roll_forward(
+    g: Globals,
+    key: PRNGKeyArray,
+    h0: Float[Array, " D"],
+    s0_logits: Float[Array, " K"],
+    num_steps: int,
+    u: Float[Array, "S U"] | None = None,
+) -> tuple[Int[Array, " S"], Float[Array, "S D"]]:
     """Simulate the model forward from a known bin.
 
     Args:
@@ -352,7 +368,9 @@ def roll_forward(g: Globals, key, h0, s0_logits, num_steps: int, u=None):
     return s, h
 
 
-def simulate(g: Globals, key, num_steps: int, u=None):
+def simulate(
+    g: Globals, key: PRNGKeyArray, num_steps: int, u: Float[Array, "T U"] | None = None
+) -> tuple[Int[Array, " T"], Float[Array, "T D"]]:
     """Ancestral simulation of one trial from the prior: (s int32 [T], h [T, D]); u: [T, U]."""
     K, D = g.process_scale.shape
     k_s, k_h, k_run = jax.random.split(key, 3)
