@@ -36,6 +36,11 @@ Protocol (and why):
    ``clock`` (phase predicted from the bin index alone, majority over training trials) and the
    majority phase. The phases are time-locked within trials, so the clock is strong; a model
    beats it only by reading the trial-to-trial timing of onset from the spikes.
+5. **Co-smoothing** (Neural Latents Benchmark): 20% of the units (seed 0) are masked on the test
+   trials while the latents are inferred, and their spikes are scored under the predicted rates
+   (``co_bps``, bits per spike); baseline: the benchmark's spike smoothing (held-in spikes
+   smoothed with a Gaussian of 2 bins, ridge regression to the held-out units on the training
+   trials; ``co_bps_smoothing``).
 
 Figures: ``state_rasters.png`` (test trials sorted by target and onset, aligned to movement
 onset; phases and the chosen srnn / rslds Viterbi states, hand speed overlaid),
@@ -62,15 +67,19 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from neurodyn.api import Run
+from neurodyn.api.cosmoothing import co_smoothing
 from neurodyn.data import SessionError, make_session
 from neurodyn.data.loaders import load_dad
 from neurodyn.families import switching
 from neurodyn.families.switching.predict import Fitted, reconstruct, viterbi_states
 from neurodyn.inference import comparison, workflow
+from neurodyn.inference.cosmoothing import choose_heldout_neurons, co_bps, smoothing_baseline
 
 PHASES = ("hold", "early reach", "late reach")
 ONSET_FRACTION, HALF_FRACTION = 0.2, 0.5
 MODELS = ("srnn", "rslds")
+HELDOUT_FRACTION = 0.2  # neurons held out for co-smoothing (NLB co-bps), chosen with seed 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,7 +190,8 @@ def phase_scores(path_train, path_test, train, test, K: int) -> dict:
 
 
 def baselines(train, test) -> dict:
-    """Clock (majority phase per bin index on training trials) and majority-phase accuracy."""
+    """Clock (majority phase per bin index on training trials) and majority-phase accuracy,
+    and the spike-smoothing baseline's co-smoothing bits per spike (``co_bps_smoothing``)."""
     obs_tr, obs_te = train.bin_mask, test.bin_mask
     T = train.num_timesteps
     clock = np.array(
@@ -190,10 +200,19 @@ def baselines(train, test) -> dict:
     majority = np.bincount(train.states[obs_tr], minlength=3).argmax()
     truth = test.states[obs_te]
     by_clock = np.broadcast_to(clock, test.states.shape)[obs_te]
+    held = heldout_neurons(train)
+    held_in = np.setdiff1d(np.arange(train.num_neurons), held)
+    rates = smoothing_baseline(train.y[..., held_in], train.y[..., held], test.y[..., held_in])
     return {
         "clock_accuracy": float(np.mean(by_clock == truth)),
         "majority_accuracy": float(np.mean(truth == majority)),
+        "co_bps_smoothing": co_bps(test.y[..., held], rates, obs_te),
     }
+
+
+def heldout_neurons(session) -> list[int]:
+    """The neurons held out for co-smoothing: :data:`HELDOUT_FRACTION` of them, seed 0."""
+    return choose_heldout_neurons(session.num_neurons, HELDOUT_FRACTION, seed=0).tolist()
 
 
 def fit_one(model, K, session, split, out: Path, args) -> dict:
@@ -217,6 +236,8 @@ def fit_one(model, K, session, split, out: Path, args) -> dict:
             switching.problem(config, params, [test]), num_samples=args.is_samples, seed=0
         )
     metrics.update(held)
+    run = Run(out / f"{model}_K{K}", switching, config, params)
+    metrics.update(co_smoothing(run, [test], heldout_neurons(session), num_samples=16, seed=0))
     metrics["fit_steps"] = int(result.steps_run)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     print(

@@ -46,5 +46,7 @@ def test_motor_cortex_states_quick(shared_data, tmp_path):
         for key in ("state_accuracy", "accuracy_many_to_one", "hold_vs_reach_accuracy"):
             assert 0.0 <= fit[key] <= 1.0
         assert np.isfinite(fit["heldout_loglik_per_bin"])
+        assert np.isfinite(fit["co_bps"]) and len(fit["co_bps_neurons"]) == 14  # 20% of 71
+    assert np.isfinite(metrics["baselines"]["co_bps_smoothing"])
     for name in ("state_rasters", "flow_fields_srnn", "flow_fields_rslds", "elpd_vs_k"):
         assert (tmp_path / f"{name}.png").exists()

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from scipy.stats import poisson
 
-from neurodyn.inference.cosmoothing import choose_heldout_neurons, co_bps, read_neuron_indices
+from neurodyn.inference.cosmoothing import (
+    choose_heldout_neurons,
+    co_bps,
+    read_neuron_indices,
+    smoothing_baseline,
+)
 
 # 2 trials x 3 bins x 2 neurons.
 SPIKES = np.array(
@@ -179,3 +184,16 @@ def test_read_neuron_indices_missing_or_unreadable_npy(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     with pytest.raises(ValueError, match=r"bad\.npy: not a list of neuron indices"):
         read_neuron_indices(tmp_path / "bad.npy", 10)
+
+
+def test_smoothing_baseline_recovers_a_shared_rate():
+    """Held-out neurons that fire with the held-in ones: the baseline scores above their mean."""
+    rng = np.random.default_rng(0)
+    rate = np.exp(1.5 * np.sin(np.linspace(0, 6, 40)))[None, :, None] * rng.uniform(
+        0.5, 1.5, (30, 1, 1)
+    )
+    spikes = rng.poisson(np.broadcast_to(rate, (30, 40, 8)))
+    train, test = spikes[:20], spikes[20:]
+    rates = smoothing_baseline(train[..., :6], train[..., 6:], test[..., :6])
+    assert rates.shape == (10, 40, 2) and (rates > 0).all()
+    assert co_bps(test[..., 6:], rates) > 0.1
