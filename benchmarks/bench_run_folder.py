@@ -53,9 +53,10 @@ def main() -> None:
         )
         wall = time.perf_counter() - start
         sizes = {p.name: p.stat().st_size for p in sorted(run.path.iterdir()) if p.is_file()}
+        steps = run.metrics["fit"]["steps"]
     result = {
         "shape": f"{TRIALS} x {BINS} x {NEURONS} (Poisson)",
-        "steps": run.metrics["fit"]["steps"],
+        "steps": steps,
         "wall_seconds": round(wall, 1),
         "peak_rss_gb": round(peak_rss_gb(), 2),
         "file_mb": {name: round(size / 1e6, 2) for name, size in sizes.items()},
