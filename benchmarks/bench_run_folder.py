@@ -4,9 +4,11 @@ One process simulates Poisson counts of 90 trials x 76 bins x 61 neurons (the Lo
 simulator), fits ``srnn --states 2 --latent-dim 3`` with ``neurodyn.fit`` (warm start, SVI,
 post-fit evaluation and ``posterior.nc``) and reports its peak resident set size (``VmHWM``)
 and the size of every file of the run folder. ``--steps`` caps the SVI steps (the peak is set
-by compiling the step and by the post-fit export, not by the number of steps).
+by compiling the step and by the post-fit export, not by the number of steps). ``--export``
+sets posterior.nc's draws and values per draw, to compare with earlier settings in one run:
 
     python benchmarks/bench_run_folder.py [--steps 200] [--out results.json]
+    python benchmarks/bench_run_folder.py --export 50 1000000   # the settings before the cut
 """
 
 from __future__ import annotations
@@ -33,8 +35,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--out", help="also write the numbers as JSON")
+    parser.add_argument(
+        "--export",
+        nargs=2,
+        type=int,
+        metavar=("DRAWS", "VALUES"),
+        help="posterior.nc's draws and values of y per draw (default: the package's; "
+        "50 1000000 are the settings before they were cut)",
+    )
     args = parser.parse_args()
     import neurodyn
+    from neurodyn.api import fitting
+
+    if args.export:
+        fitting.POSTERIOR_DRAWS, fitting.POSTERIOR_VALUES = args.export
     from neurodyn.data.simulators import get_simulator
 
     session = get_simulator("lorenz")(
@@ -58,6 +72,8 @@ def main() -> None:
         "shape": f"{TRIALS} x {BINS} x {NEURONS} (Poisson)",
         "steps": steps,
         "wall_seconds": round(wall, 1),
+        "posterior_draws": fitting.POSTERIOR_DRAWS,
+        "posterior_values_per_draw": fitting.POSTERIOR_VALUES,
         "peak_rss_gb": round(peak_rss_gb(), 2),
         "file_mb": {name: round(size / 1e6, 2) for name, size in sizes.items()},
     }
