@@ -52,3 +52,5 @@ def test_convergence_warning_is_one_line_when_the_loss_still_falls():
     line = convergence_warning(falling, "srnn fit")
     assert line.startswith("srnn fit did not converge in 2000 steps") and "\n" not in line
     assert convergence_warning(rng.normal(0, 1, 2000)) is None
+    short = convergence_warning(falling[:10], "hmm fit")  # no NaN in the message
+    assert "10 steps are too few to check" in short and "nan" not in short

@@ -67,13 +67,13 @@ def _draw(model, guide, params, batch, kwargs, local_plates):
 
 def _dims(name, value, trials, per_trial, named=None):
     """Dimension names for an array whose first two axes are (chain, draw): ``named[name]``
-    when given (and of the right length); else a per-trial array's next axis is ``trial`` and
-    the rest are ``{name}_dim_0``, ``{name}_dim_1``, ... (the same names as in
-    ``observed_data``)."""
+    when given (its leading names, for a site's per-trial log-likelihood); else a per-trial
+    array's next axis is ``trial`` and the rest are ``{name}_dim_0``, ``{name}_dim_1``, ...
+    (the same names as in ``observed_data``)."""
     shape = value.shape[2:]
     given = (named or {}).get(name)
-    if given is not None and len(given) == len(shape):
-        return ["chain", "draw", *given]
+    if given is not None and len(given) >= len(shape):  # log-likelihoods: the leading dims
+        return ["chain", "draw", *given[: len(shape)]]
     lead = ["trial"] if name in per_trial and shape and shape[0] == trials else []
     rest = [f"{name}_dim_{i}" for i in range(len(shape) - len(lead))]
     return ["chain", "draw", *lead, *rest]
@@ -109,10 +109,7 @@ def to_datatree(
         data = {}
         for name, value in arrays.items():
             value = np.asarray(value)[None]  # add the chain axis
-            named = dims if arrays is not loglik else None
-            data[name] = xr.DataArray(
-                value, dims=_dims(name, value, trials, per_trial_names, named)
-            )
+            data[name] = xr.DataArray(value, dims=_dims(name, value, trials, per_trial_names, dims))
         return xr.Dataset(data, coords={"chain": [0], "draw": np.arange(num_samples)})
 
     names = set(loglik)

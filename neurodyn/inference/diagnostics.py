@@ -55,6 +55,12 @@ def convergence_warning(losses, what: str = "the fit") -> str | None:
     check = elbo_convergence(losses)
     if check["converged"]:
         return None
+    if len(losses) < check["window"]:
+        return (
+            f"{what} did not converge: {len(losses)} steps are too few to check (the check "
+            f"needs {check['window']}); compare it with others only after resuming it with more "
+            "--steps"
+        )
     return (
         f"{what} did not converge in {len(losses)} steps: the loss still falls by "
         f"{check['drift']:.3g} over its last {check['window']} steps, more than its noise "

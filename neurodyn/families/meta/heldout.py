@@ -30,7 +30,8 @@ class _EmbeddingAsGlobal(Messenger):
 DIMS = {
     "y": ("recording", "trial", "time", "neuron"),
     "z": ("recording", "trial", "time", "latent"),
-    "embedding": ("recording", "embedding_dim"),
+    # the embedding site sits in the recordings plate (dim -2): (M, 1, d_e)
+    "embedding": ("recording", "embedding_plate", "embedding_dim"),
 }
 
 
