@@ -140,12 +140,23 @@ def to_datatree(
 
 
 def save(tree: xr.DataTree, path) -> None:
-    """Write ``tree`` as NetCDF4 groups (h5netcdf) atomically: a failed write leaves no file."""
+    """Write ``tree`` as NetCDF4 groups (h5netcdf, gzip-compressed variables) atomically: a
+    failed write leaves no file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(suffix=".nc", dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
+    # gzip: predictive draws of counts shrink about fivefold, for a fraction of a second
+    encoding = {
+        node.path: {
+            name: {"compression": "gzip", "compression_opts": 4}
+            for name, var in node.data_vars.items()
+            if var.ndim  # scalars take no filter
+        }
+        for node in tree.subtree
+        if node.data_vars
+    }
     try:
-        tree.to_netcdf(tmp, engine="h5netcdf")
+        tree.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
