@@ -34,8 +34,13 @@ Protocol (each recording held out in turn):
      (variance-weighted r^2) on the reconstructed rates of the test trials.
    - ``velocity_r2_forecast`` {k: r^2}: the same decoder applied to the k-step forecast rates
      of the test trials, scored against the true velocity at the forecast bins.
+   - ``co_bps`` (Neural Latents Benchmark co-smoothing): 20% of the units (seed 0) are masked
+     on the test trials while the latents are inferred; their spikes are scored under the
+     predicted rates, in bits per spike (the adapted readout has seen them on the pool trials).
    - ``reference``: the same decoder on the recorded counts (pool -> test trials, and at the
-     forecast bins only); it does not depend on any model.
+     forecast bins only), and ``co_bps_smoothing``, the benchmark's spike-smoothing baseline
+     (held-in spikes smoothed over 2 bins, ridge to the held-out units on the pool trials);
+     neither depends on any model.
 
 ``meta_beats_single_session`` holds, for each n <= 16, whether the mean over held-out
 recordings of meta-dssm's held-out log-likelihood per bin exceeds single-session's;
@@ -62,19 +67,24 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 
+from neurodyn.api import Run
+from neurodyn.api.cosmoothing import co_smoothing
 from neurodyn.data import Session
 from neurodyn.data.loaders import load_dad
 from neurodyn.families import meta
 from neurodyn.inference import importance
+from neurodyn.inference.cosmoothing import choose_heldout_neurons, co_bps, smoothing_baseline
 from neurodyn.inference.metrics import r2_variance_weighted
 
 RECORDINGS = ("chewie", "mihi-a", "mihi-b")
 MODELS = ("meta-dssm", "single-session", "shared-dynamics")
+HELDOUT_FRACTION = 0.2  # units held out of the test trials for co-smoothing (seed 0)
 SHOTS = (4, 8, 16, "all")
 HORIZONS = (1, 3, 5)
 TEST_FRACTION = 0.3
 METRICS = (
     "heldout_loglik_per_bin",
+    "co_bps",
     "recon_r2",
     "forecast_r2",
     "velocity_r2_recon",
@@ -257,14 +267,27 @@ def score(pred: dict, pool: Session, test: Session, horizons) -> dict:
 
 
 def reference_scores(pool: Session, test: Session, horizons) -> dict:
-    """Velocity r^2 of the same decoder on the recorded counts (no model)."""
+    """Velocity r^2 of the same decoder on the recorded counts (no model), and the NLB
+    spike-smoothing baseline's co-smoothing bits per spike (``co_bps_smoothing``)."""
     last, _ = forecast_cut(test, max(horizons))
     K = max(horizons)
     # Recorded counts at the forecast bins laid out like forecasts: entry k-1 = bin last + k.
     idx = np.clip(last[:, None] + np.arange(1, K + 1)[None], 0, test.num_timesteps - 1)
     counts_fore = np.take_along_axis(test.y, idx[..., None], axis=1)
     recon, fore = velocity_scores(pool.y, test.y, counts_fore, pool, test, horizons)
-    return dict(velocity_r2_spikes=recon, velocity_r2_spikes_forecast_bins=fore)
+    held = heldout_neurons(test)
+    held_in = np.setdiff1d(np.arange(test.num_neurons), held)
+    rates = smoothing_baseline(pool.y[..., held_in], pool.y[..., held], test.y[..., held_in])
+    return dict(
+        velocity_r2_spikes=recon,
+        velocity_r2_spikes_forecast_bins=fore,
+        co_bps_smoothing=co_bps(test.y[..., held], rates, test.bin_mask),
+    )
+
+
+def heldout_neurons(session: Session) -> list[int]:
+    """The units held out for co-smoothing: :data:`HELDOUT_FRACTION` of them, seed 0."""
+    return choose_heldout_neurons(session.num_neurons, HELDOUT_FRACTION, seed=0).tolist()
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -361,6 +384,9 @@ def main(argv=None):
                 pred = predict(cfg, prm, pool, test, horizon=K, num_samples=args.samples)
                 entry = heldout_loglik(cfg, prm, test, horizon=K, num_samples=args.is_samples)
                 entry.update(score(pred, pool, test, HORIZONS))
+                run = Run(out, meta, cfg, prm)
+                held_out = heldout_neurons(test)
+                entry.update(co_smoothing(run, [test], held_out, num_samples=args.samples, seed=0))
                 entry.update(adapt_trials=trials, adapt_seconds=round(adapted.seconds, 1))
                 if model == "meta-dssm":
                     entry["embedding_test"] = pred["e_test"].tolist()
@@ -401,7 +427,7 @@ def main(argv=None):
 
 def table(mean: dict, shots) -> str:
     """Markdown table of the mean over held-out recordings."""
-    cols = ("heldout_loglik_per_bin", "recon_r2", "forecast_r2@1", "forecast_r2@5")
+    cols = ("heldout_loglik_per_bin", "co_bps", "recon_r2", "forecast_r2@1", "forecast_r2@5")
     cols += ("velocity_r2_recon", "velocity_r2_forecast@1")
     lines = ["| model | n | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for model, per_n in mean.items():

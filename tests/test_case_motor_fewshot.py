@@ -62,7 +62,10 @@ def test_motor_cortex_fewshot_quick(shared_data, tmp_path):
         "velocity_r2_recon",
         "velocity_r2_forecast",
         "embedding_test",
+        "co_bps",
+        "co_bps_neurons",
     }
+    assert "co_bps_smoothing" in m["reference"]["mihi-a"]
     assert set(entry["forecast_r2"]) == set(entry["velocity_r2_forecast"]) == {"1", "3", "5"}
     assert set(m["mean"]) == {"meta-dssm", "single-session", "shared-dynamics"}
     assert set(m["mean"]["single-session"]) == {"4", "16"}
