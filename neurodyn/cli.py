@@ -131,7 +131,7 @@ def cmd_evaluate(args) -> None:
     run = api.load(args.run)
     metrics = run.evaluate(
         args.data,
-        horizons=tuple(args.horizon or (1, 5, 10)),
+        horizons=tuple(args.horizon or api.run.HORIZONS),
         num_samples=args.samples,
         seed=args.seed,
         heldout_neurons=args.heldout_neurons,
@@ -201,10 +201,8 @@ def cmd_adapt(args) -> None:
         refine_embedding=args.refine_embedding,
         overwrite=args.overwrite,
     )
-    print(
-        f"adapted to {args.data} on {args.trials} trials in {adapted.seconds:.1f} s; "
-        f"run in {args.out}/"
-    )
+    seconds = adapted.metrics["adapt"]["seconds"]
+    print(f"adapted to {args.data} on {args.trials} trials in {seconds:.1f} s; run in {args.out}/")
 
 
 def cmd_compare(args) -> None:

@@ -14,7 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..inference.cosmoothing import choose_heldout_neurons, co_bps, read_neuron_indices
+from ..inference.cosmoothing import (
+    check_neuron_indices,
+    choose_heldout_neurons,
+    co_bps,
+    read_neuron_indices,
+)
 
 NOT_COUNTS = "co_bps scores Poisson rates of spike counts; this run has a gaussian likelihood"
 
@@ -24,18 +29,7 @@ def heldout_indices(spec, num_neurons: int, seed: int = 0) -> list[int]:
     if isinstance(spec, (str, Path)) and not _is_number(spec):
         return read_neuron_indices(spec, num_neurons).tolist()
     if isinstance(spec, (list, tuple, np.ndarray)):
-        indices = sorted(int(i) for i in spec)
-        if (
-            not indices
-            or indices[0] < 0
-            or indices[-1] >= num_neurons
-            or len(set(indices)) != len(indices)
-            or len(indices) >= num_neurons
-        ):
-            raise UsageError(
-                f"--heldout-neurons: give distinct indices in 0..{num_neurons - 1}, not all"
-            )
-        return indices
+        return check_neuron_indices(spec, num_neurons, "--heldout-neurons").tolist()
     return choose_heldout_neurons(num_neurons, float(spec), seed).tolist()
 
 

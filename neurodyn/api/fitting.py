@@ -31,18 +31,7 @@ from .sessions import as_sessions, describe
 
 POSTERIOR_VALUES = 200_000  # values of y per draw kept in a run's posterior.nc (first trials)
 POSTERIOR_DRAWS = 20  # draws kept in a run's posterior.nc
-OPTIONS = (
-    "states",
-    "latent_dim",
-    "embedding_dim",
-    "rank",
-    "likelihood",
-    "guide",
-    "priors",
-    "steps",
-    "seed",
-    "batch_size",
-)
+OPTIONS = (*run_folder.RESUME_OPTIONS, "steps")  # the options every family takes
 
 
 def fit(

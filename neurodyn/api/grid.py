@@ -18,7 +18,7 @@ import pandas as pd
 from ..errors import UsageError
 from ..inference import runs
 from ..inference.arviz_figures import plot_compare
-from ..inference.run_folder import INCOMPLETE, check_out, is_run
+from ..inference.run_folder import INCOMPLETE, is_run
 from .compare import compare, table_records
 from .fitting import fit
 from .run import Run, load
@@ -93,8 +93,7 @@ def sweep(
             fitted[name] = load(folder)
             print(f"{name}: already fitted in {folder}/")
             continue
-        resume = is_run(folder)
-        check_out(folder, "run", resume=resume)
+        resume = is_run(folder)  # an interrupted fit of this setting continues
         run = fit(
             model, sessions, out=folder, resume=resume, progress=progress, **{**options, **setting}
         )

@@ -221,9 +221,7 @@ class Run:
             )
             if overwrite:  # the earlier run's files go; the new ones are moved in next
                 remove_run_files(out)
-        adapted = load(out)
-        adapted.seconds = float(result.seconds)
-        return adapted
+        return load(out)
 
     def check(
         self,

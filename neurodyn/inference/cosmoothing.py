@@ -110,23 +110,7 @@ def read_neuron_indices(path, num_neurons: int) -> np.ndarray:
         values = np.asarray(values)
     except (ValueError, OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a list of neuron indices ({e.__class__.__name__})") from None
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"{path}: expected a non-empty flat list of neuron indices")
-    if not (np.issubdtype(values.dtype, np.number) and values.dtype != bool):
-        raise ValueError(f"{path}: neuron indices must be integers, got {values.dtype}")
-    if not (np.isfinite(values).all() and (values == np.round(values)).all()):
-        raise ValueError(f"{path}: neuron indices must be integers")
-    values = values.astype(np.int64)
-    if values.min() < 0 or values.max() >= num_neurons:
-        raise ValueError(
-            f"{path}: neuron indices must lie in 0..{num_neurons - 1}, "
-            f"got {values.min()}..{values.max()}"
-        )
-    if len(np.unique(values)) != len(values):
-        raise ValueError(f"{path}: neuron indices repeat")
-    if len(values) >= num_neurons:
-        raise ValueError(f"{path}: holds out all {num_neurons} neurons; keep some held in")
-    return np.sort(values)
+    return check_neuron_indices(values, num_neurons, str(path))
 
 
 def smoothing_baseline(
@@ -160,3 +144,27 @@ def smoothing_baseline(
     rates = features(test_heldin) @ W
     shape = (*np.shape(test_heldin)[:2], Y.shape[-1])
     return np.maximum(rates, ZERO_RATE).reshape(shape)
+
+
+def check_neuron_indices(values, num_neurons: int, where: str = "neuron indices") -> np.ndarray:
+    """Held-out neuron indices checked: a non-empty flat list of distinct integers in
+    0..``num_neurons`` - 1 that leaves some neuron held in. Returns them sorted (int array);
+    a one-line ``ValueError`` starting with ``where`` otherwise."""
+    values = np.asarray(values)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"{where}: expected a non-empty flat list of neuron indices")
+    if not (np.issubdtype(values.dtype, np.number) and values.dtype != bool):
+        raise ValueError(f"{where}: neuron indices must be integers, got {values.dtype}")
+    if not (np.isfinite(values).all() and (values == np.round(values)).all()):
+        raise ValueError(f"{where}: neuron indices must be integers")
+    values = values.astype(np.int64)
+    if values.min() < 0 or values.max() >= num_neurons:
+        raise ValueError(
+            f"{where}: neuron indices must lie in 0..{num_neurons - 1}, "
+            f"got {values.min()}..{values.max()}"
+        )
+    if len(np.unique(values)) != len(values):
+        raise ValueError(f"{where}: neuron indices repeat")
+    if len(values) >= num_neurons:
+        raise ValueError(f"{where}: holds out all {num_neurons} neurons; keep some held in")
+    return np.sort(values)
