@@ -131,7 +131,7 @@ def test_padding_neurons_and_trials_leaves_log_density_unchanged(model):
 
 
 def test_markov_gaussian_log_prob_matches_sequential_sum():
-    f = lambda z: 0.9 * z + 0.1  # noqa: E731
+    f = lambda z, u=None: 0.9 * z + 0.1  # noqa: E731
     q = jnp.full((2, 1, 3), 0.3)
     d = MarkovGaussian(dist.Normal(0.0, 1.0), f, q, (2, 4, 5, 3))
     z = d.sample(jax.random.PRNGKey(0))

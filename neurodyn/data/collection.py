@@ -35,7 +35,7 @@ class Stacked(NamedTuple):
     inputs: np.ndarray | None = None
 
 
-def _input_channels(sessions: list[Session]) -> int | None:
+def input_channels(sessions: list[Session]) -> int | None:
     """U shared by every recording's ``inputs``, or None when none has inputs; a
     :class:`SessionError` when only some have them or their channel counts differ."""
     have = [s.inputs is not None for s in sessions]
@@ -50,15 +50,30 @@ def _input_channels(sessions: list[Session]) -> int | None:
     return channels.pop()
 
 
-def stack(sessions: list[Session]) -> Stacked:
-    """Pad a list of sessions into one :class:`Stacked` batch."""
+def check_input_channels(session: Session, fitted: int):
+    """A one-line :class:`SessionError` when the session's input channels (0 without
+    ``inputs``) differ from the ``fitted`` number a run was fitted with."""
+    given = 0 if session.inputs is None else session.inputs.shape[-1]
+    if given != fitted:
+        raise SessionError(
+            f"{session.name}: has {given} input channel(s), but the run was fitted with {fitted}"
+        )
+
+
+def stack(sessions: list[Session], *, num_neurons: int | None = None) -> Stacked:
+    """Pad a list of sessions into one :class:`Stacked` batch, the neuron axis to
+    ``num_neurons`` (default: the largest recording's; a run's N_max can be larger)."""
     if not sessions:
         raise SessionError("no recordings given")
-    U = _input_channels(sessions)
+    U = input_channels(sessions)
     M = len(sessions)
     R = max(s.num_trials for s in sessions)
     T = max(s.num_timesteps for s in sessions)
     N = max(s.num_neurons for s in sessions)
+    if num_neurons is not None:
+        if num_neurons < N:
+            raise SessionError(f"a recording has {N} neurons, more than {num_neurons}")
+        N = num_neurons
     y = np.zeros((M, R, T, N), np.float32)
     mask = np.zeros((M, R, T, N), bool)
     trial_mask = np.zeros((M, R), bool)
@@ -90,7 +105,7 @@ def concat_trials(sessions: list[Session]) -> Session:
         raise SessionError(
             f"recordings have different neuron counts {sorted(counts)}; this model needs one count"
         )
-    _input_channels(sessions)
+    input_channels(sessions)
     T = max(s.num_timesteps for s in sessions)
 
     def pad(x, fill=0):

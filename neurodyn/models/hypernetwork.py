@@ -11,7 +11,7 @@ so one application rule, ``W x + U (V^T x) + b``, serves all configurations:
 - linear adapter (``linear-adapter``): U = reshape(A_l e) (out, in), V = identity (``None``);
 - lookup table (``single-session``): U = the recording's own offset (out, in), V = identity.
 
-Layers are named ``input`` (D [+ d_e] -> H), ``hidden`` (H -> H) and ``output`` (H -> D).
+Layers are named ``input`` (D [+ d_e] [+ U] -> H), ``hidden`` (H -> H) and ``output`` (H -> D).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class DynamicsMLP(eqx.Module):
         Args:
             z: (M, K, D) latents, M recordings with K points each.
             deltas: {layer: (U (M, out, r), V (M, in, r) or None = identity)}; missing = no change.
-            extra: optional (M, K, d_e) concatenated to the input (``embedding-input``).
+            extra: optional (M, K, d_e + U) concatenated to the input: the embedding
+                (``embedding-input``) and/or known inputs.
         Returns:
             (M, K, D) the mean of the next latent.
         """

@@ -5,7 +5,8 @@ For recordings i = 1..M (each with its own N_i neurons) and trials j:
     e_i        ~ p(e)                                   dynamical embedding (d_e small)
     theta_i    = theta + hypernet(e_i)                  W_l(e_i) = W_l + U_l(e_i) V_l(e_i)^T
     z_ij1      ~ p(z_1)
-    z_ijt      ~ N(f_{theta_i}(z_ij,t-1), diag(q^2))    shared MLP dynamics, residual or direct
+    z_ijt      ~ N(f_{theta_i}(z_ij,t-1, u_ijt), diag(q^2))   shared MLP dynamics, residual or
+                                                         direct; u: optional known inputs
     y_ijt      ~ p(y | C_i z_ijt + d_i)                 Gaussian, or Poisson with softplus link
 
 Every baseline is a setting of :class:`Spec` on this one program:
@@ -21,8 +22,10 @@ single-session      none        table      each recording's own weights (free of
 ==================  ==========  =========  ==========================================
 
 Recordings are vectorised: a batch holds M recordings padded to N_max neurons (``mask``) and B
-trials each (``trial_mask``); per-recording parameters have a leading axis over all recordings
-the run knows and are picked by ``batch["rec"]``. The whole trajectory z is one sample site
+trials each (``trial_mask``), with known inputs ``u`` (M, B, T, U) when the run has them (the
+input of bin t drives the step into bin t, as in the switching family); per-recording
+parameters have a leading axis over all recordings the run knows and are picked by
+``batch["rec"]``. The whole trajectory z is one sample site
 (M, B, T, D) scored in parallel by :class:`MarkovGaussian`. Trial-level terms are scaled by
 ``batch["scale"]`` (num_trials_i / trials in the batch) so the ELBO is that of the full data.
 """
@@ -79,6 +82,7 @@ class Spec:
     adapted_layers: tuple = ("input", "hidden")
     embedding_input: bool = False
     rank: int = 2
+    input_dim: int = 0  # U: known input channels concatenated to the dynamics' input
     hidden: int = 64
     residual: bool = True
     process_noise: str = "shared"  # shared | per-recording
@@ -139,28 +143,34 @@ def weight_priors(priors: dict) -> dict:
 
 
 class MarkovGaussian(dist.Distribution):
-    """Trajectories z_{1:T} of z_1 ~ p(z_1), z_t ~ N(f(z_{t-1}), diag(q^2)).
+    """Trajectories z_{1:T} of z_1 ~ p(z_1), z_t ~ N(f(z_{t-1}, u_t), diag(q^2)).
 
     batch shape (M, B), event shape (T, D). ``log_prob`` scores all transitions at once given z.
-    ``transition`` maps (M, K, D) -> (M, K, D) (the recording's dynamics).
+    ``transition`` maps z (M, K, D), u (M, K, U) or None -> (M, K, D) (the recording's
+    dynamics); ``inputs`` (M, B, T, U) or None (no inputs).
     """
 
     arg_constraints = {}
     support = constraints.independent(constraints.real, 2)
 
-    def __init__(self, initial, transition, noise_scale, shape):
+    def __init__(self, initial, transition, noise_scale, shape, inputs=None):
         """initial: univariate prior of z_1 entries; noise_scale: (M, 1, D); shape: (M, B, T, D)."""
         self.initial, self.transition, self.noise_scale = initial, transition, noise_scale
+        self.inputs = inputs
         super().__init__(batch_shape=shape[:2], event_shape=shape[2:])
 
-    def _step(self, z):
-        M, B, D = z.shape
-        return self.transition(z).reshape(M, B, D)
+    def _inputs_into(self, start, stop):
+        """Inputs of bins start..stop-1 flattened to (M, B * (stop - start), U), or None."""
+        if self.inputs is None:
+            return None
+        u = self.inputs[:, :, start:stop]
+        return u.reshape(u.shape[0], -1, u.shape[-1])
 
     def log_prob(self, z):
         M, B, T, D = z.shape
         init = self.initial.log_prob(z[:, :, 0]).sum(-1)
-        mean = self.transition(z[:, :, :-1].reshape(M, B * (T - 1), D)).reshape(M, B, T - 1, D)
+        previous = z[:, :, :-1].reshape(M, B * (T - 1), D)
+        mean = self.transition(previous, self._inputs_into(1, T)).reshape(M, B, T - 1, D)
         scale = self.noise_scale[:, :, None, :]
         trans = dist.Normal(mean, scale).log_prob(z[:, :, 1:]).sum((-1, -2))
         return init + trans
@@ -172,24 +182,31 @@ class MarkovGaussian(dist.Distribution):
         T, D = self.event_shape
         k0, k1 = jax.random.split(key)
         z1 = self.initial.sample(k0, (M, B, D))
+        # inputs of bins 1..T-1, time first for the scan: (T - 1, M, B, U); U = 0 without inputs
+        u = jnp.zeros((M, B, T, 0)) if self.inputs is None else self.inputs
+        u_next = jnp.moveaxis(u[:, :, 1:], 2, 0)
 
-        def step(z, k):
-            znext = self._step(z) + self.noise_scale * jax.random.normal(k, z.shape)
+        def step(z, xs):
+            k, u_t = xs
+            u_t = None if self.inputs is None else u_t
+            mean = self.transition(z, u_t).reshape(M, B, D)
+            znext = mean + self.noise_scale * jax.random.normal(k, z.shape)
             return znext, znext
 
-        _, rest = jax.lax.scan(step, z1, jax.random.split(k1, T - 1))
+        _, rest = jax.lax.scan(step, z1, (jax.random.split(k1, T - 1), u_next))
         return jnp.concatenate([z1[:, :, None], jnp.moveaxis(rest, 0, 2)], 2)
 
 
 def recording_dynamics(
     spec: Spec, dynamics, adapter, e: Float[Array, "M d_e"] | None, rec: Int[Array, " M"]
-) -> Callable[[Float[Array, "M K D"]], Float[Array, "M K D"]]:
-    """The transition z -> f_{theta(e_i)}(z) of each recording in the batch.
+) -> Callable[..., Float[Array, "M K D"]]:
+    """The transition (z, u) -> f_{theta(e_i)}(z, u) of each recording in the batch.
 
     Args:
         e: (M, d_e) embeddings or None; rec: (M,) recording indices (for table offsets).
     Returns:
-        a function (M, K, D) -> (M, K, D).
+        a function of z (M, K, D) and u (M, K, U) -> (M, K, D); u may be left out (or None):
+        zero inputs.
     """
     if spec.adapter == "lowrank":
         deltas = {k: v for k, v in adapter(e).items() if k in spec.adapted_layers}
@@ -207,11 +224,13 @@ def recording_dynamics(
     else:
         deltas = {}
 
-    def transition(z):
-        extra = None
+    def transition(z, u=None):
+        extra = []  # concatenated to z at the dynamics' input layer
         if spec.embedding_input:
-            extra = jnp.broadcast_to(e[:, None, :], (*z.shape[:2], e.shape[-1]))
-        return dynamics(z, deltas, extra)
+            extra.append(jnp.broadcast_to(e[:, None, :], (*z.shape[:2], e.shape[-1])))
+        if spec.input_dim:
+            extra.append(jnp.zeros((*z.shape[:2], spec.input_dim)) if u is None else u)
+        return dynamics(z, deltas, jnp.concatenate(extra, -1) if extra else None)
 
     return transition
 
@@ -229,7 +248,8 @@ def meta_model(batch, *, num_trials=None, spec: Spec, nets: Networks, priors: di
 
     Args:
         batch: ``mask`` (M, B, T, N) bool, ``trial_mask`` (M, B) bool, ``rec`` (M,) int
-            recording index, ``scale`` (M,) full-data factor per recording, and ``y``
+            recording index, ``scale`` (M,) full-data factor per recording, ``u`` (M, B, T, U)
+            float inputs when ``spec.input_dim`` = U > 0, and ``y``
             (M, B, T, N) float, or ``y`` None / absent: y is then drawn (simulation, e.g. by
             ``numpyro.infer.Predictive``).
         num_trials: unused (the per-recording factors are in ``batch["scale"]``); accepted
@@ -238,6 +258,10 @@ def meta_model(batch, *, num_trials=None, spec: Spec, nets: Networks, priors: di
     """
     M, B, T, N = batch["mask"].shape
     D, rec = spec.latent_dim, batch["rec"]
+    u = batch.get("u") if spec.input_dim else None
+    if spec.input_dim and (u is None or u.shape != (M, B, T, spec.input_dim)):
+        got = "none" if u is None else f"shape {tuple(u.shape)}"
+        raise ValueError(f"meta_model: batch['u'] must be {(M, B, T, spec.input_dim)}, got {got}")
     dynamics = weights.bind_network("dynamics", nets.dynamics, priors["dynamics_weights"])
     adapter = None
     if nets.adapter is not None:
@@ -260,7 +284,7 @@ def meta_model(batch, *, num_trials=None, spec: Spec, nets: Networks, priors: di
             numpyro.handlers.scale(scale=batch["scale"][:, None]),
             numpyro.handlers.mask(mask=batch["trial_mask"]),
         ):
-            z = numpyro.sample("z", MarkovGaussian(priors["initial"], f, q, (M, B, T, D)))
+            z = numpyro.sample("z", MarkovGaussian(priors["initial"], f, q, (M, B, T, D), u))
             mean = numpyro.deterministic("y_mean", readout_mean(spec, z, C, d))
             if spec.likelihood == "gaussian":
                 obs = dist.Normal(mean, r[:, None, None, :])

@@ -15,6 +15,7 @@ SIMULATORS = {
     "slds": "neurodyn.data.simulators.switching:simulate_slds",
     "input-switching": "neurodyn.data.simulators.switching:simulate_input_switching",
     "limit-cycle": "neurodyn.data.simulators.families:simulate_limit_cycles",
+    "input-limit-cycle": "neurodyn.data.simulators.families:simulate_input_limit_cycles",
     "duffing": "neurodyn.data.simulators.families:simulate_duffing",
     "hopf": "neurodyn.data.simulators.families:simulate_hopf",
 }

@@ -4,6 +4,7 @@ Each simulator returns ``list[Session]``: recording i has its own generating par
 ``meta``), its own neuron count N_i ~ U{20..100} and random readout, and true ``latents``.
 
 - ``simulate_limit_cycles``: r' = alpha r (1 - r^2), theta' = omega_i (|omega| varies, both signs).
+- ``simulate_input_limit_cycles``: the same, with one input pulse per trial that kicks the latent.
 - ``simulate_duffing``: z1' = z2, z2' = a z2 - z1 (b + c z1^2) + noise, (a, b) varying.
 - ``simulate_hopf``: z1' = mu z1 - w z2 - z1 |z|^2, z2' = w z1 + mu z2 - z2 |z|^2, mu varying
   (a stable focus for mu < 0, a limit cycle of radius sqrt(mu) for mu > 0).
@@ -19,8 +20,9 @@ import numpy as np
 from ..session import Session, make_session
 
 
-def _integrate(drift, z0, num_timesteps, dt, noise, rng, substeps=5, method="euler"):
-    """z0 (R, 2) -> (R, T, 2) sampled once per bin, ``substeps`` steps per bin.
+def _integrate(drift, z0, num_timesteps, dt, noise, rng, substeps=5, method="euler", kicks=None):
+    """z0 (R, 2) -> (R, T, 2) sampled once per bin, ``substeps`` steps per bin; ``kicks``
+    (R, T, 2) or None: displacements added to the state as it enters each bin.
 
     ``method="euler"``: Euler-Maruyama. ``"rk4"``: a classical Runge-Kutta step of the drift
     plus the same sqrt(h) noise increment. Explicit Euler adds energy to an undamped oscillation
@@ -32,6 +34,8 @@ def _integrate(drift, z0, num_timesteps, dt, noise, rng, substeps=5, method="eul
     z = z0.copy()
     out = np.empty((z0.shape[0], num_timesteps, z0.shape[1]))
     for t in range(num_timesteps):
+        if kicks is not None:
+            z = z + kicks[:, t]
         out[:, t] = z
         for _ in range(substeps):
             if method == "rk4":
@@ -92,7 +96,7 @@ def rollout_true(
     return paths[:, 1:].reshape(len(z0), num_samples, steps, -1).mean(1)
 
 
-def _observe(z, rng, likelihood, neurons, obs_noise, name, meta, dt) -> Session:
+def _observe(z, rng, likelihood, neurons, obs_noise, name, meta, dt, inputs=None) -> Session:
     """Random readout of latents z (R, T, 2) with N ~ U{neurons} neurons."""
     N = int(rng.integers(neurons[0], neurons[1] + 1))
     C = rng.standard_normal((N, z.shape[-1]))
@@ -102,7 +106,9 @@ def _observe(z, rng, likelihood, neurons, obs_noise, name, meta, dt) -> Session:
     else:
         d = rng.standard_normal(N)
         y = z @ C.T + d + obs_noise * rng.standard_normal(z.shape[:2] + (N,))
-    return make_session(y, latents=z, dt=dt, name=name, meta=meta, likelihood=likelihood)
+    return make_session(
+        y, latents=z, inputs=inputs, dt=dt, name=name, meta=meta, likelihood=likelihood
+    )
 
 
 def _check(likelihood, num_recordings, num_trials, num_timesteps):
@@ -131,15 +137,30 @@ def simulate_limit_cycles(
     obs_noise=0.5,
     neurons=(20, 100),
     num_neurons=None,
+    pulse_amplitude=0.0,
+    pulse_window=(0.2, 0.95),
+    name="limit_cycle",
 ) -> list[Session]:
     """Limit cycles of radius 1 whose angular speed omega_i (rad per time unit) varies.
 
     |omega_i| is spread evenly over ``omega_range`` (shuffled), the sign drawn at random, so
     both directions of rotation occur. ``meta``: ``omega``, ``alpha``, ``system``.
+
+    With ``pulse_amplitude`` a > 0 every trial also has one input pulse, ``inputs[j, p_j, 0] =
+    a`` at a bin p_j drawn uniformly from the ``pulse_window`` fraction of the trial (0
+    elsewhere), which kicks the latent by (a, 0) as it enters bin p_j (the input of bin t drives
+    the step into bin t): the kick is known from the inputs but not from the observations
+    before it. The sessions then carry ``inputs`` (trials, T, 1).
     """
     _check(likelihood, num_recordings, num_trials, num_timesteps)
     neurons = (num_neurons, num_neurons) if num_neurons else neurons
     rng = np.random.default_rng(seed)
+    first = int(pulse_window[0] * num_timesteps)
+    last = min(int(pulse_window[1] * num_timesteps), num_timesteps - 1)
+    if pulse_amplitude and not (0 < first <= last):
+        raise ValueError(
+            f"num_timesteps={num_timesteps} is too short for a pulse in the window {pulse_window}"
+        )
     speeds = rng.permutation(np.linspace(*omega_range, num_recordings))
     signs = rng.choice([-1.0, 1.0], num_recordings)
     sessions = []
@@ -154,14 +175,49 @@ def simulate_limit_cycles(
         angle = rng.uniform(0, 2 * np.pi, num_trials)
         radius = rng.uniform(0.3, 1.5, num_trials)
         z0 = np.stack([radius * np.cos(angle), radius * np.sin(angle)], -1)
-        z = _integrate(drift, z0, num_timesteps, dt, process_noise, rng)
+        inputs = kicks = None
+        if pulse_amplitude:
+            pulse = rng.integers(first, last + 1, size=num_trials)
+            hit = np.arange(num_timesteps)[None, :] == pulse[:, None]  # (R, T)
+            inputs = (pulse_amplitude * hit)[..., None]
+            kicks = np.concatenate([inputs, np.zeros_like(inputs)], -1)
+        z = _integrate(drift, z0, num_timesteps, dt, process_noise, rng, kicks=kicks)
         meta = dict(system="limit-cycle", omega=omega, alpha=alpha)
+        if pulse_amplitude:
+            meta["pulse_amplitude"] = float(pulse_amplitude)
+        rec_name = f"{name}_seed{seed}_{i:03d}"
         sessions.append(
-            _observe(
-                z, rng, likelihood, neurons, obs_noise, f"limit_cycle_seed{seed}_{i:03d}", meta, dt
-            )
+            _observe(z, rng, likelihood, neurons, obs_noise, rec_name, meta, dt, inputs)
         )
     return sessions
+
+
+def simulate_input_limit_cycles(
+    *,
+    seed=0,
+    likelihood="gaussian",
+    num_recordings=20,
+    num_trials=64,
+    num_timesteps=100,
+    num_neurons=None,
+    pulse_amplitude=1.5,
+    name="input_limit_cycle",
+    **options,
+) -> list[Session]:
+    """:func:`simulate_limit_cycles` driven by inputs: one pulse per trial that kicks the latent
+    by (``pulse_amplitude``, 0) (``neurodyn simulate input-limit-cycle``); ``options`` as
+    there."""
+    return simulate_limit_cycles(
+        seed=seed,
+        likelihood=likelihood,
+        num_recordings=num_recordings,
+        num_trials=num_trials,
+        num_timesteps=num_timesteps,
+        num_neurons=num_neurons,
+        pulse_amplitude=pulse_amplitude,
+        name=name,
+        **options,
+    )
 
 
 def simulate_duffing(

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ...data.collection import check_input_channels, stack
 from ...data.session import Session
 
 # Per-recording parameters with a neuron axis (axis 1), padded to the run's N_max.
@@ -14,9 +15,11 @@ NEURON_AXIS = ("readout_weight", "readout_bias", "obs_scale", "readin_weight")
 
 
 def match_recordings(config: dict, sessions: list[Session]) -> np.ndarray:
-    """Index of each session among the run's recordings (by name); ``ValueError`` if unknown or
-    if its neuron count differs from the run's recording of that name."""
+    """Index of each session among the run's recordings (by name); ``ValueError`` if unknown,
+    if its neuron count differs from the run's recording of that name, or if its input
+    channels differ from those the run was fitted with."""
     index = {r["name"]: (i, r["num_neurons"]) for i, r in enumerate(config["recordings"])}
+    fitted_inputs = config.get("input_dim", 0)
     out = []
     for s in sessions:
         if s.name not in index:
@@ -30,36 +33,28 @@ def match_recordings(config: dict, sessions: list[Session]) -> np.ndarray:
                 f"recording {s.name!r} has {s.num_neurons} neurons but the run's recording of "
                 f"that name has {n}"
             )
+        check_input_channels(s, fitted_inputs)
         out.append(i)
     return np.asarray(out, np.int32)
 
 
-def stack_sessions(config: dict, sessions: list[Session], *, max_time=None) -> dict:
+def stack_sessions(config: dict, sessions: list[Session]) -> dict:
     """Padded arrays of the sessions: y, mask (M, R, T, N_max), trial_mask (M, R), rec (M,),
-    num_trials (M,), scale (M,) = 1 (full batch)."""
+    num_trials (M,), scale (M,) = 1 (full batch), and u (M, R, T, U) when the run has inputs."""
     rec = match_recordings(config, sessions)
     N = max(r["num_neurons"] for r in config["recordings"])
-    R = max(s.num_trials for s in sessions)
-    T = max_time or max(s.num_timesteps for s in sessions)
-    M = len(sessions)
-    y = np.zeros((M, R, T, N), np.float32)
-    mask = np.zeros((M, R, T, N), bool)
-    trial_mask = np.zeros((M, R), bool)
-    for i, s in enumerate(sessions):
-        r, t, n = s.y.shape
-        t = min(t, T)
-        y[i, :r, :t, :n] = s.y[:, :t]
-        mask[i, :r, :t, :n] = s.mask[:, :t]
-        trial_mask[i, :r] = True
-    num_trials = np.array([s.num_trials for s in sessions], np.float32)
-    return dict(
-        y=y,
-        mask=mask,
-        trial_mask=trial_mask,
+    stacked = stack(sessions, num_neurons=N)
+    batch = dict(
+        y=stacked.y,
+        mask=stacked.mask,
+        trial_mask=stacked.trial_mask,
         rec=rec,
-        num_trials=num_trials,
-        scale=np.ones(M, np.float32),
+        num_trials=stacked.num_trials.astype(np.float32),
+        scale=np.ones(len(sessions), np.float32),
     )
+    if stacked.inputs is not None:
+        batch["u"] = stacked.inputs
+    return batch
 
 
 def observed_bins(batch) -> int:
@@ -86,13 +81,8 @@ def recording_sampler(batch_size: int):
 
         trial_mask = take(data["trial_mask"])
         drawn = jnp.maximum(trial_mask.sum(1), 1)
-        return dict(
-            data,
-            y=take(data["y"]),
-            mask=take(data["mask"]),
-            trial_mask=trial_mask,
-            scale=data["num_trials"] / drawn,
-        )
+        drawn_trials = {k: take(data[k]) for k in ("y", "mask", "u") if k in data}
+        return dict(data, **drawn_trials, trial_mask=trial_mask, scale=data["num_trials"] / drawn)
 
     return sample
 

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from ...data.collection import input_channels
 from ...data.likelihood import default_likelihood
 from ...data.session import Session
 from ...guides import guide_option
@@ -74,13 +75,7 @@ def make_config(model: str, sessions: list[Session], *, options: dict | None = N
     process_noise = options.get("process_noise", "shared")
     if process_noise not in ("shared", "per-recording"):
         raise ValueError("process_noise must be 'shared' or 'per-recording'")
-    with_inputs = [s.name for s in sessions if s.inputs is not None]
-    if with_inputs:  # said, not silently dropped
-        print(
-            f"note: {model} does not use inputs (the switching family does); the inputs of "
-            f"{', '.join(with_inputs)} are ignored",
-            file=sys.stderr,
-        )
+    input_dim = _input_dim(model, sessions)
     if cfg["likelihood"] is None:
         cfg["likelihood"] = default_likelihood(np.concatenate([s.y[s.mask] for s in sessions]))
     config = dict(
@@ -90,6 +85,7 @@ def make_config(model: str, sessions: list[Session], *, options: dict | None = N
         embedding=setting["embedding"],
         adapter=setting["adapter"],
         embedding_input=setting["embedding_input"],
+        input_dim=input_dim,
         adapted_layers=list(adapted),
         residual=bool(options.get("residual", True)),
         process_noise=process_noise,
@@ -101,6 +97,19 @@ def make_config(model: str, sessions: list[Session], *, options: dict | None = N
     )
     priors_of(config)  # unknown sites and bad specs raise here
     return config
+
+
+def _input_dim(model: str, sessions: list[Session]) -> int:
+    """Input channels the shared dynamics take: those of the data, said in a one-line note
+    (every recording must have the same channels, or none may have inputs)."""
+    channels = input_channels(sessions)  # SessionError when only some have them, or differ
+    if channels is None:
+        return 0
+    print(
+        f"note: the data's {channels} input channel(s) drive the {model} dynamics",
+        file=sys.stderr,
+    )
+    return channels
 
 
 def spec_of(config: dict) -> models.Spec:
@@ -115,6 +124,7 @@ def spec_of(config: dict) -> models.Spec:
         adapter=config["adapter"],
         adapted_layers=tuple(config["adapted_layers"]),
         embedding_input=config["embedding_input"],
+        input_dim=config.get("input_dim", 0),  # runs written before inputs have none
         rank=config["rank"],
         hidden=config["hidden"],
         residual=config["residual"],

@@ -63,6 +63,8 @@ def param_template(config: dict) -> dict:
         num_trials=jnp.ones(M),
         scale=jnp.ones(M),
     )
+    if spec.input_dim:
+        batch["u"] = jnp.zeros((M, 1, 2, spec.input_dim))
 
     def initial_params():
         with handlers.seed(rng_seed=0):

@@ -43,7 +43,7 @@ def make_networks(spec: models.Spec, *, key) -> models.Networks:
     dynamics = hn.DynamicsMLP(
         spec.latent_dim,
         spec.hidden,
-        extra_input=d_e if spec.embedding_input else 0,
+        extra_input=(d_e if spec.embedding_input else 0) + spec.input_dim,
         residual=spec.residual,
         key=k_dyn,
     )

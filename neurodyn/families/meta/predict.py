@@ -26,22 +26,25 @@ from .config import priors_of
 from .networks import build, fitted_networks
 
 
-def rollout(transition, z0, steps: int):
-    """Noise-free roll-forward: z0 (M, B, D) -> (M, B, steps, D) of f(z0), f(f(z0)), ..."""
+def rollout(transition, z0, steps: int, u=None):
+    """Noise-free roll-forward: z0 (M, B, D) -> (M, B, steps, D) of f(z0, u_1), f(f(z0, u_1),
+    u_2), ...; u: (M, B, steps, U) the inputs of the bins rolled into, or None."""
     M, B, D = z0.shape
+    u = jnp.zeros((M, B, steps, 0)) if u is None else u
 
-    def step(z, _):
-        z = transition(z).reshape(M, B, D)
+    def step(z, u_t):
+        z = transition(z, u_t if u_t.shape[-1] else None).reshape(M, B, D)
         return z, z
 
-    _, zs = jax.lax.scan(step, z0, None, length=steps)
+    _, zs = jax.lax.scan(step, z0, jnp.moveaxis(u, 2, 0))
     return jnp.moveaxis(zs, 0, 2)
 
 
-def forecast_mean(rec, e, z0, steps: int, *, spec, nets, priors):
+def forecast_mean(rec, e, z0, steps: int, u=None, *, spec, nets, priors):
     """Predicted mean of y rolled forward noise-free from ``z0`` (M, B, D): (M, B, steps, N).
 
-    rec: (M,) recording indices; e: (M, d_e) embeddings or None. Run it with the fitted params
+    rec: (M,) recording indices; e: (M, d_e) embeddings or None; u: (M, B, steps, U) inputs of
+    the forecast bins, or None (a run without inputs). Run it with the fitted params
     substituted and the guide's draws conditioned (weights with a prior are drawn at the
     guide's values), as the model would see them.
     """
@@ -52,12 +55,14 @@ def forecast_mean(rec, e, z0, steps: int, *, spec, nets, priors):
     f = models.recording_dynamics(spec, dynamics, adapter, e, rec)
     C = numpyro.param("readout_weight")[rec]
     d = numpyro.param("readout_bias")[rec]
-    return models.readout_mean(spec, rollout(f, z0, steps), C, d)
+    return models.readout_mean(spec, rollout(f, z0, steps, u), C, d)
 
 
 def _predictor(config: dict, forecast: int):
     """jitted (params, batch, key) -> (y_mean (M,R,T,N), y_forecast (M,R,forecast,N) or None,
-    embedding loc (M, d_e) or None): one draw of the guide and the model given it."""
+    embedding loc (M, d_e) or None): one draw of the guide and the model given it. A forecast
+    of a run with inputs reads the forecast bins' inputs from ``batch["u_next"]``
+    (M, R, forecast, U)."""
     model, guide, spec, nets = build(config)
     roll = functools.partial(forecast_mean, spec=spec, nets=nets, priors=priors_of(config))
 
@@ -74,7 +79,8 @@ def _predictor(config: dict, forecast: int):
         y_forecast = None
         if forecast:
             z_last = values["z"][:, :, -1]
-            y_forecast = run(roll, params, values, key)(batch["rec"], e, z_last, forecast)
+            u_next = batch.get("u_next")
+            y_forecast = run(roll, params, values, key)(batch["rec"], e, z_last, forecast, u_next)
         e_loc = guide_trace["embedding"]["fn"].mean[:, 0] if spec.embedding else None
         return model_trace["y_mean"]["value"], y_forecast, e_loc
 
@@ -188,6 +194,9 @@ def _forecast(config, params, sessions, batch, horizons, num_samples, seed):
     y_fore = np.zeros((M * R, K, N))
     for t0 in np.unique(origins[real]):
         group = dict(batch, y=y[:, :, :t0], mask=seen_mask[:, :, :t0])
+        if "u" in batch:  # the guide sees bins < t0; the roll-forward the inputs of t0..t0+K-1
+            u = np.pad(batch["u"], [(0, 0), (0, 0), (0, K), (0, 0)])  # zero past the end
+            group.update(u=batch["u"][:, :, :t0], u_next=u[:, :, t0 : t0 + K])
         _, fore, _ = posterior_means(
             config, params, group, forecast=K, num_samples=num_samples, seed=seed
         )

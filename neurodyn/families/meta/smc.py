@@ -42,7 +42,7 @@ class Trials:
 
     y, mask: (L, T, N); loc, scale: (L, T, D) the guide's per-bin proposal; e_loc, e_scale:
     (L, d_e) q(e) of the trial's recording (d_e = 0 without an embedding); rec: (L,) recording
-    index into the run's per-recording parameters.
+    index into the run's per-recording parameters; u: (L, T, U) known inputs (U = 0 without).
     """
 
     y: jax.Array
@@ -52,6 +52,7 @@ class Trials:
     e_loc: jax.Array
     e_scale: jax.Array
     rec: jax.Array
+    u: jax.Array
 
 
 def guide_proposals(model, guide, params, batch, key) -> Trials:
@@ -85,6 +86,7 @@ def guide_proposals(model, guide, params, batch, key) -> Trials:
         e_loc=per_trial(e_loc),
         e_scale=per_trial(e_scale),
         rec=per_trial(batch["rec"]),
+        u=flat(batch["u"]) if "u" in batch else jnp.zeros((int(keep.sum()), T, 0)),
     )
 
 
@@ -131,17 +133,18 @@ def log_marginals(
         return jnp.where(mask_t, obs.log_prob(y_t), 0.0).sum(-1)
 
     def one_trial(inputs):
-        key, y, mask, loc, scale, e_loc, e_scale, rec = inputs
+        key, y, mask, loc, scale, e_loc, e_scale, rec, u = inputs
         key_e, key_run = jax.random.split(key)
         e = e_loc + e_scale * jax.random.normal(key_e, (P, e_loc.shape[-1]))
         recs = jnp.full((P,), rec)
 
-        def transition_mean(z_prev, e_p):  # (P, D), (P, d_e) -> (P, D)
+        def transition_mean(z_prev, e_p, t):  # (P, D), (P, d_e) -> (P, D)
             with handlers.substitute(data=params):  # table offsets are numpyro.param sites
                 f = models.recording_dynamics(
                     spec, dynamics, adapter, e_p if spec.embedding else None, recs
                 )
-            return f(z_prev[:, None, :])[:, 0]
+            u_t = jnp.broadcast_to(u[t], (P, 1, u.shape[-1])) if spec.input_dim else None
+            return f(z_prev[:, None, :], u_t)[:, 0]
 
         def draw(key, t):
             z = loc[t] + scale[t] * jax.random.normal(key, (P, D))
@@ -170,7 +173,7 @@ def log_marginals(
 
         def step(key, particles, t):
             z_prev, e_p = particles
-            mean, q = transition_mean(z_prev, e_p), process_scale(rec)
+            mean, q = transition_mean(z_prev, e_p, t), process_scale(rec)
             if spec.likelihood == "gaussian":
                 z, log_q = draw_optimal(key, t, mean, q)
             else:
@@ -182,7 +185,7 @@ def log_marginals(
 
     L, R = trials.y.shape[0], num_replicates or 1
     data = (trials.y, trials.mask, trials.loc, trials.scale, trials.e_loc, trials.e_scale)
-    data = tuple(jnp.concatenate([x] * R) for x in (*data, trials.rec))  # (R * L, ...)
+    data = tuple(jnp.concatenate([x] * R) for x in (*data, trials.rec, trials.u))  # (R * L, ...)
     inputs = (jax.random.split(key, R * L), *data)
     # One trial at a time, vectorised over particles: with an adapter every particle has its
     # own dynamics weights, and all trials at once would hold L x P of them.

@@ -13,6 +13,7 @@ from dataclasses import asdict
 import numpy as np
 
 from ...data import concat_trials
+from ...data.collection import check_input_channels
 from ...data.likelihood import default_likelihood
 from ...guides import guide_option
 from ...guides.switching import GUIDES
@@ -57,13 +58,7 @@ def fitted_session(config, sessions):
             f"{session.name}: has {session.num_neurons} neurons, but the run was fitted to "
             f"recordings of {config['spec']['num_neurons']}"
         )
-    fitted_inputs = config["spec"].get("input_dim", 0)
-    given = 0 if session.inputs is None else session.inputs.shape[-1]
-    if given != fitted_inputs:
-        raise ValueError(
-            f"{session.name}: has {given} input channel(s), but the run was fitted with "
-            f"{fitted_inputs}"
-        )
+    check_input_channels(session, config["spec"].get("input_dim", 0))
     return session
 
 
