@@ -1,6 +1,8 @@
 """Shared fixtures. Tests that need ../shared/data skip with a reason when it is absent."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,23 @@ import pytest
 # same results to the tests' tolerances. Set before JAX starts its backend; a caller's
 # XLA_FLAGS wins.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+# Many tests compile the same programs (same tiny data, same options): JAX's persistent
+# compilation cache, in a folder of this run only (shared by the pytest-xdist workers, who
+# inherit it from the controller or share its run id) and removed at the end, compiles each
+# once. A caller's JAX_COMPILATION_CACHE_DIR wins (and is left alone).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"{os.getpid()}"
+    _CACHE = Path(tempfile.gettempdir()) / f"neurodyn-test-xla-cache-{_run}"
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(_CACHE)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+else:
+    _CACHE = None
+
+
+def pytest_unconfigure(config):
+    if _CACHE is not None and not hasattr(config, "workerinput"):  # the controller, at the end
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

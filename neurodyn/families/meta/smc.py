@@ -10,7 +10,7 @@ Each particle carries its own embedding e ~ q(e_i) (drawn once, weight 1: q(e) i
 distribution, not a proposal) and its latent z_{t-1}. Bin t's z_t is drawn from a proposal r
 and the incremental weight is
 
-    log N(z_t | f_{theta(e)}(z_{t-1}), diag q^2) + log p(y_t | z_t) - log r(z_t).
+    log N(z_t | f_{theta(e)}(z_{t-1}, u_t), diag q^2) + log p(y_t | z_t) - log r(z_t).
 
 With Gaussian observations r is the locally optimal p(z_t | z_{t-1}, y_t) (Gaussian: a linear
 readout of a Gaussian step), whose weight is p(y_t | z_{t-1}) whatever z_t is drawn; with
