@@ -45,6 +45,8 @@ def report(config, params, sessions, out_dir) -> list[Path]:
             Z, dZ = vector_field(config, params, e, rec)
             ax.quiver(Z[..., 0], Z[..., 1], dZ[..., 0], dZ[..., 1])
             ax.set(title=title, xlabel="z1", ylabel="z2", aspect="equal")
+        if config.get("input_dim", 0):  # the flow drawn is that of no input
+            fig.suptitle("f(z, u) - z at zero input u", fontsize=9)
         figures.append(_save(fig, out_dir / "vector_fields.png"))
     s = sessions[0]
     batch = stack_sessions(config, [s])
