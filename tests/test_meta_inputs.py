@@ -69,17 +69,29 @@ def test_input_limit_cycles_kick_the_latent_at_the_pulse_bin():
         np.testing.assert_allclose(jump - before, np.tile([1.5, 0.0], (20, 1)), atol=0.2)
 
 
+def _fit_tiny(model, *, seed, num_trials, num_timesteps, num_neurons, **options):
+    """(config, params, sessions) of ``model`` fitted briefly to two input-driven recordings."""
+    sessions = simulate_input_limit_cycles(
+        seed=seed,
+        num_recordings=2,
+        num_trials=num_trials,
+        num_timesteps=num_timesteps,
+        num_neurons=num_neurons,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = fam.make_config(model, sessions, options=options)
+    params, _ = fam.fit(config, sessions, progress=False)
+    return config, params, sessions
+
+
 @pytest.fixture(scope="module")
 def input_run():
     """A short shared-dynamics fit on input-driven limit cycles, its input weights then scaled
     up so that the inputs move the dynamics strongly (an off-by-one bin would show)."""
-    sessions = simulate_input_limit_cycles(
-        seed=0, num_recordings=2, num_trials=4, num_timesteps=6, num_neurons=6
+    config, params, sessions = _fit_tiny(
+        "shared-dynamics", seed=0, num_trials=4, num_timesteps=6, num_neurons=6, hidden=8, steps=20
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        config = fam.make_config("shared-dynamics", sessions, options=dict(hidden=8, steps=20))
-    params, _ = fam.fit(config, sessions, progress=False)
     params = dict(params)
     D = config["latent_dim"]
     params["dynamics$params"] = eqx.tree_at(
@@ -180,13 +192,9 @@ def test_smc_with_inputs_matches_quadrature(input_run):
 
 def test_meta_dssm_runs_with_inputs():
     """The embedding and hypernetwork path with inputs: fit, forecast and SMC run."""
-    sessions = simulate_input_limit_cycles(
-        seed=1, num_recordings=2, num_trials=3, num_timesteps=8, num_neurons=5
+    config, params, sessions = _fit_tiny(
+        "meta-dssm", seed=1, num_trials=3, num_timesteps=8, num_neurons=5, hidden=4, steps=2
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        config = fam.make_config("meta-dssm", sessions, options=dict(hidden=4, steps=2))
-    params, _ = fam.fit(config, sessions, progress=False)
     scores = fam.forecast_r2(config, params, sessions, horizons=(1,), num_samples=1)
     assert set(scores["forecast_r2"]) == {"1"}
     metrics, log_marginals, _ = fam.heldout_smc(config, params, sessions, num_particles=8)
