@@ -97,7 +97,7 @@ def test_evaluate_writes_the_metrics(flow, capsys):
     assert set(metrics["forecast_r2"]) == {"2"}
     # SMC by default where it applies, and the output says so; no Pareto k then
     assert metrics["heldout_estimator"] == "smc" and "psis_khat" not in metrics
-    assert metrics["smc_proposal"] == "optimal"
+    assert metrics["smc_proposal"] == "lookahead"
     assert np.isfinite(metrics["heldout_loglik_per_bin"]) and metrics["heldout_loglik_mcse"] >= 0
     assert 0 < metrics["smc_min_ess_fraction"] <= metrics["smc_ess_fraction_median_trial_min"]
     assert metrics["smc_particles"] == 256 and metrics["smc_replicates"] == 4

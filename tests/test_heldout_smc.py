@@ -16,6 +16,7 @@ from neurodyn.families import switching as family
 from neurodyn.families.switching.predict import Fitted
 from neurodyn.families.switching.smc import smc_log_marginals
 from neurodyn.inference import runs, smc
+from neurodyn.models.switching import log_transitions
 
 
 def kalman(y, mask, path, A, b, q, C, d, r):
@@ -129,6 +130,100 @@ def test_slds_smc_matches_the_sum_over_state_paths_with_missing_neurons():
     )
     mixture = smc.pool_replicates(est, 2048, mask.any(-1).sum()).log_marginals
     assert np.all(np.abs(mixture - np.array(exact)) < 0.5), (mixture, exact)
+
+
+def grid_log_marginal(g, y, mask, u, grid):
+    """Exact log p(y) of a one-dimensional switching model with nonlinear dynamics and
+    recurrent transitions driven by inputs, by the forward algorithm over (s_t, h_t) with h on
+    a fine ``grid`` [G] (float64). y, mask: [T, N]; u: [T, U]."""
+    x = jnp.asarray(grid[:, None], jnp.float32)
+    q = np.asarray(g.process_scale, np.float64)[:, 0]
+    C, d = np.asarray(g.readout.C, np.float64)[0], np.asarray(g.readout.d, np.float64)
+    r = np.asarray(g.obs_scale, np.float64)
+    step = grid[1] - grid[0]
+
+    def emission(t):  # [G]
+        e = -0.5 * (((y[t] - grid[:, None] * C - d) / r) ** 2 + np.log(2 * np.pi * r**2))
+        return np.where(mask[t], e, 0.0).sum(-1)
+
+    loc, scale = float(g.initial.loc), float(g.initial.scale)
+    start = -0.5 * (((grid - loc) / scale) ** 2 + np.log(2 * np.pi * scale**2))
+    log_alpha = np.asarray(g.log_init, np.float64)[:, None] + start + emission(0)  # [K, G]
+    for t in range(1, len(y)):
+        u_t = jnp.broadcast_to(jnp.asarray(u[t]), (len(grid), u.shape[-1]))
+        f = np.asarray(jax.vmap(g.dynamics)(x, u_t), np.float64)[..., 0]  # [G, K]: f_k(x, u_t)
+        log_trans = np.asarray(log_transitions(g, x, u_t), np.float64)  # [G, K, K]
+        # log N(x'; f_k(x), q_k) + log dx: [G(x), K, G(x')]
+        move = -0.5 * (((grid[None, None] - f[:, :, None]) / q[None, :, None]) ** 2)
+        move = move - 0.5 * np.log(2 * np.pi * q**2)[None, :, None] + np.log(step)
+        joint = log_alpha.T[:, :, None, None] + log_trans[:, :, :, None] + move[:, None]
+        log_alpha = np.logaddexp.reduce(joint, axis=(0, 1)) + emission(t)  # [K, G]
+    return np.logaddexp.reduce(log_alpha, axis=None) + np.log(step)
+
+
+def test_srnn_smc_matches_the_forward_algorithm_on_a_grid():
+    """srnn with D = 1 and one input (f_k(h, u) = h + tanh(W_k h + U_k u + b_k), transitions
+    that depend on h and u): the lookahead proposal linearises both, and its estimate must
+    still be exact in expectation; the one-step proposal too. Masked neurons and a fully
+    masked bin."""
+    rng = np.random.default_rng(4)
+    B, T, N = 2, 6, 2
+    y = rng.normal(size=(B, T, N)).astype(np.float32)
+    u = rng.normal(size=(B, T, 1)).astype(np.float32)
+    mask = rng.random(y.shape) > 0.2
+    mask[1, 3] = False
+    session = make_session(y, mask, inputs=u)
+    options = dict(states=2, latent_dim=1, likelihood="gaussian")
+    config = family.make_config("srnn", [session], options=options)
+    params = family.param_template(config)
+    params["dynamics$params"] = _set(
+        params["dynamics$params"], W=[[[2.0]], [[-1.5]]], U=[[[0.8]], [[-0.5]]], b=[[0.5], [-0.3]]
+    )
+    params["readout$params"] = _set(params["readout$params"], C=[[1.0, -0.7]], d=[0.1, 0.0])
+    params["process_scale_map"] = np.array([[0.3], [0.2]], np.float32)
+    params["obs_scale_map"] = np.array([0.3, 0.4], np.float32)
+    params["init_probs_map"] = np.array([0.5, 0.5], np.float32)
+    params["transition_map"] = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
+    params["transition_weights"] = np.array([[2.0, -2.0], [1.0, -1.0]], np.float32)
+    fitted = Fitted(config, params)
+    grid = np.linspace(-8.0, 8.0, 1601)
+    exact = np.array([grid_log_marginal(fitted.g, y[i], mask[i], u[i], grid) for i in range(B)])
+    for proposal in ("lookahead", "optimal"):
+        est = smc_log_marginals(
+            fitted,
+            jnp.asarray(y),
+            jnp.asarray(mask),
+            256,
+            jax.random.PRNGKey(0),
+            4,
+            proposal,
+            jnp.asarray(u),
+        )
+        pooled = smc.pool_replicates(est, 256, mask.any(-1).sum()).log_marginals
+        assert np.all(np.abs(pooled - exact) < 0.5), (proposal, pooled, exact)
+
+
+def test_lookahead_weights_are_equal_where_the_proposal_is_exact():
+    """slds (linear, non-recurrent): the lookahead proposal is the exact
+    p(h_1 | y_1, y_2), so every particle's first weight is log p(y_1, y_2) and the first ESS
+    is P. A mistake in the pair weights, the linearisation or the next bin's normaliser would
+    make them differ."""
+    rng = np.random.default_rng(5)
+    T, D, N = 5, 2, 3
+    A = np.stack([0.9 * np.eye(D), np.array([[0.6, -0.5], [0.5, 0.6]])])
+    b = np.array([[0.4, 0.0], [-0.3, 0.2]])
+    q = np.array([[0.3, 0.3], [0.5, 0.4]])
+    C, d, r = rng.normal(size=(D, N)), rng.normal(size=N), np.full(N, 0.1)
+    pi, trans = np.array([0.6, 0.4]), np.array([[0.95, 0.05], [0.4, 0.6]])
+    y, mask = simulate(rng, 2, T, A, b, q, C, d, r, pi, trans)
+    _, config, params = linear_run("slds", y, mask, A, b, q, C, d, r, pi, trans)
+    fitted = Fitted(config, params)
+    for proposal, exact in (("lookahead", True), ("mixture", False)):
+        est = smc_log_marginals(
+            fitted, jnp.asarray(y), jnp.asarray(mask), 64, jax.random.PRNGKey(0), None, proposal
+        )
+        first = np.asarray(est.ess)[:, 0] / 64
+        assert np.all(first > 1 - 1e-6) == exact, (proposal, 1 - first)  # float32 rounding
 
 
 def test_mcse_matches_the_spread_over_seeds():

@@ -14,7 +14,7 @@ from .predict import Fitted
 from .program import batch_of, for_prediction
 
 SMC_GUIDES = ("dkf", "meanfield")
-SMC_PROPOSALS = ("auto", "optimal", "mixture", "guide")
+SMC_PROPOSALS = ("auto", "lookahead", "optimal", "mixture", "guide")
 DEFENSIVE_WEIGHT = 0.5  # share of the model's transition prior in the "mixture" proposal
 ESS_THRESHOLD = 0.5  # resample when the effective sample size falls below this share
 
@@ -26,18 +26,25 @@ def optimal_applies(spec) -> bool:
 
 
 def smc_proposal(fitted: Fitted, proposal: str = "auto") -> str:
-    """The proposal :func:`smc_log_marginals` uses: ``"optimal"`` where it is exact
-    (:func:`optimal_applies`), else ``"mixture"`` (the guide's per-bin Gaussian with the
-    transition prior as a defensive component); ``ValueError`` when none applies."""
+    """The proposal :func:`smc_log_marginals` uses: where the fully adapted step is exact
+    (:func:`optimal_applies`), ``"lookahead"`` (it also sees the next bin; needs a Normal
+    initial distribution) or else ``"optimal"``; otherwise ``"mixture"`` (the guide's per-bin
+    Gaussian with the transition prior as a defensive component). ``ValueError`` when the
+    requested one does not apply."""
     spec, guide = fitted.spec, fitted.config["guide"]
     if proposal not in SMC_PROPOSALS:
         raise ValueError(f"unknown SMC proposal {proposal!r}; choose one of {SMC_PROPOSALS}")
     if not spec.has_latent:
         raise ValueError("hmm has no continuous latent: its log p(y) is exact (forward algorithm)")
     if proposal == "auto":
-        proposal = "optimal" if optimal_applies(spec) else "mixture"
-    if proposal == "optimal" and not optimal_applies(spec):
-        raise ValueError("the optimal proposal needs Gaussian observations and a linear readout")
+        normal_start = isinstance(fitted.g.initial, dist.Normal)
+        proposal = (
+            ("lookahead" if normal_start else "optimal") if optimal_applies(spec) else "mixture"
+        )
+    if proposal in ("lookahead", "optimal") and not optimal_applies(spec):
+        raise ValueError(
+            f"the {proposal} proposal needs Gaussian observations and a linear readout"
+        )
     if proposal in ("mixture", "guide") and guide not in SMC_GUIDES:
         raise ValueError(
             f"SMC with a {spec.likelihood} likelihood and a {spec.readout} readout needs a guide "
@@ -69,6 +76,17 @@ def smc_log_marginals(
     which multiplies out to p(h_{1:T}, y) / r(h_{1:T}) as in importance sampling. Proposals
     (``proposal``; ``"auto"``: see :func:`smc_proposal`):
 
+    * ``"lookahead"`` (Gaussian observations, linear readout, Normal initial distribution):
+      r(h_t) = p(h_t | h_{1:t-1}, y_t, y_{t+1}), a mixture over the state pairs (s_t, s_{t+1})
+      of Gaussians (exact for linear, non-recurrent dynamics; f_k and the recurrent
+      transitions are linearised at the one-step posterior mean otherwise). The weight also
+      gains L_{t+1} - L_t, L_{t+1} = log p(y_{t+1} | h_{1:t}) (the next bin's fully adapted
+      normaliser), so after bin t the particles target p(h_{1:t} | y_{1:t+1}) and are
+      resampled already knowing y_{t+1}; the L's cancel over the trial, the estimate of p(y)
+      stays unbiased. This is a one-bin lookahead (block) sampler (Lin, Chen & Liu 2013;
+      Doucet, Briers & Senecal 2006): where y_{t+1} reveals a switch of the discrete state,
+      the one-step proposal below has already committed h_t and the weights collapse there.
+
     * ``"optimal"`` (Gaussian observations, linear readout y = C^T h + d): the fully adapted
       r(h_t) = p(h_t | h_{t-1}, alpha_{t-1}, y_t), a mixture over k of Gaussians with weights
       pred_k N(y_t; C^T f_k(h_{t-1}) + d, C^T Q_k C + R) on the observed neurons (pred_k =
@@ -92,11 +110,13 @@ def smc_log_marginals(
     guide = fitted.config["guide"]
     encoder = fitted.encoder
     K, D = spec.num_states, spec.latent_dim
+    if proposal == "lookahead" and not isinstance(g.initial, dist.Normal):
+        raise ValueError("the lookahead proposal needs a Normal initial_state prior")
     if proposal == "optimal" and not isinstance(g.initial, dist.Normal) and guide not in SMC_GUIDES:
         raise ValueError(
             "the first bin needs a Normal initial_state prior or a dkf/meanfield guide"
         )
-    use_guide = proposal != "optimal" or not isinstance(g.initial, dist.Normal)
+    use_guide = proposal not in ("lookahead", "optimal") or not isinstance(g.initial, dist.Normal)
     features = jax.vmap(encoder.features)(y, mask) if use_guide else jnp.zeros(y.shape[:2] + (0,))
     a = 1.0 if proposal == "guide" else 1.0 - DEFENSIVE_WEIGHT
 
@@ -118,34 +138,134 @@ def smc_log_marginals(
         log_state = jax.nn.logsumexp(joint, axis=-1)
         return log_state, joint - log_state[:, None]
 
-    def adapted(key, means, log_pred, scale, y_t, mask_t):
-        """The fully adapted step (see above): (h [P, D], log normaliser [P])."""
-        C, d = g.readout.C, g.readout.d  # [D, N], [N]
-        w = jnp.where(mask_t, 1.0 / g.obs_scale**2, 0.0)  # [N] observed precisions
-        precision = jax.vmap(jnp.diag)(1.0 / scale**2) + (C * w) @ C.T  # [K', D, D]
+    C, d = (g.readout.C, g.readout.d) if optimal_applies(spec) else (None, None)  # [D, N], [N]
+
+    def observed(y_t, mask_t):
+        """A bin's observed neurons in information form: (C W C^T [D, D], C W (y_t - d) [D],
+        sum over them of w (y - d)^2 + log(2 pi r^2)), W = diag(w), w = 1/r^2 or 0 if masked."""
+        w = jnp.where(mask_t, 1.0 / g.obs_scale**2, 0.0)
+        resid = jnp.where(mask_t, y_t - d, 0.0)
+        const = jnp.where(mask_t, resid**2 * w + jnp.log(2 * jnp.pi * g.obs_scale**2), 0.0)
+        return (C * w) @ C.T, (C * w) @ resid, const.sum()
+
+    def adapted_terms(means, log_pred, scale, y_t, mask_t):
+        """The fully adapted step's mixture over k: each component's posterior mean [P, K, D],
+        covariance [K, D, D] and log weight log pred_k + log N(y_t; C^T f_k + d, C^T Q_k C + R)
+        [P, K] (on the observed neurons)."""
+        CWC, CWy, const = observed(y_t, mask_t)
+        precision = jax.vmap(jnp.diag)(1.0 / scale**2) + CWC  # [K, D, D]
         cov = jnp.linalg.inv(precision)
         cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
-        resid = jnp.where(mask_t, y_t - d, 0.0) - means @ C  # [P, K', N]
-        info = (resid * w) @ C.T  # [P, K', D]: C W r
-        shift = jnp.einsum("kij,pkj->pki", cov, info)  # Lambda^{-1} C W r
-        log_det = jnp.linalg.slogdet(precision)[1]  # [K']
-        quad = (resid**2 * w).sum(-1) - (info * shift).sum(-1)  # [P, K']
-        n_obs = mask_t.sum()
+        info = CWy - jnp.einsum("ij,pkj->pki", CWC, means)  # [P, K, D]: C W (y - d - C^T f_k)
+        shift = jnp.einsum("kij,pkj->pki", cov, info)
+        quad = (  # W-weighted squared residual of y - d - C^T f_k, minus the information's part
+            const
+            - 2 * (means * CWy).sum(-1)
+            + jnp.einsum("pki,ij,pkj->pk", means, CWC, means)
+            - (info * shift).sum(-1)
+        )
         log_norm = -0.5 * (
-            n_obs * jnp.log(2 * jnp.pi)
-            + jnp.where(mask_t, jnp.log(g.obs_scale**2), 0.0).sum()
-            + jnp.log(scale**2).sum(-1)
-            + log_det
-            + quad
-        )  # [P, K']: log N(y_t; C^T f_k + d, C^T Q_k C + R) on the observed neurons
-        log_mix = log_pred + log_norm
+            jnp.log(scale**2).sum(-1) + jnp.linalg.slogdet(precision)[1] + quad
+        )  # [P, K]: log N(y_t; C^T f_k + d, C^T Q_k C + R) on the observed neurons
+        return means + shift, cov, log_pred + log_norm
+
+    def adapted(key, means, log_pred, scale, y_t, mask_t):
+        """The fully adapted step (see above): (h [P, D], log normaliser [P])."""
+        mean, cov, log_mix = adapted_terms(means, log_pred, scale, y_t, mask_t)
         k_state, k_h = jax.random.split(key)
         k = jax.random.categorical(k_state, log_mix)  # [P]
         P = means.shape[0]
         chol = jnp.linalg.cholesky(cov)[k]  # [P, D, D]
-        mean = (means + shift)[jnp.arange(P), k]
-        h = mean + jnp.einsum("pij,pj->pi", chol, jax.random.normal(k_h, (P, D)))
+        h = mean[jnp.arange(P), k] + jnp.einsum("pij,pj->pi", chol, jax.random.normal(k_h, (P, D)))
         return h, jax.nn.logsumexp(log_mix, axis=-1)
+
+    def ahead(h, log_alpha, u_next):
+        """What bin t+1 sees of particles at h_t [P, D]: f_k(h_t, u_{t+1}) [P, K, D] and
+        log p(s_{t+1} = k | h_{1:t}) [P, K] (u_next: [U] or None)."""
+        u_next = None if u_next is None else jnp.broadcast_to(u_next, (h.shape[0],) + u_next.shape)
+        log_trans = log_transitions(g, h, u_next)  # [P, K, K] or [K, K]
+        log_pred = jax.nn.logsumexp(log_alpha[..., :, None] + log_trans, axis=-2)
+        return dynamics_means(g, h, u_next), log_pred
+
+    def lookahead(key, means, log_pred, scale, y_t, mask_t, y_next, mask_next, u_next):
+        """Draw h_t from r(h_t) = p(h_t | h_{1:t-1}, y_t, y_{t+1}) as a mixture over state pairs
+        (j, k) = (s_t, s_{t+1}): (h [P, D], log r(h) [P]).
+
+        Given (j, k), h_t ~ N(f_j(h_{t-1}), Q_j) and h_{t+1} ~ N(f_k(h_t), Q_k) are jointly
+        Gaussian with y_t and y_{t+1} once f_k is linearised at the one-step posterior mean of
+        h_t under j, where p(s_{t+1} = k | s_t = j, h_t) is evaluated too (both exact for
+        linear, non-recurrent dynamics). The pair's weight is pred_j p(k | j) times the
+        integral of that joint over (h_t, h_{t+1}); its draw is h_t's conditional.
+        means: [P, K, D] f_j(h_{t-1}); log_pred: [P, K]; scale: [K, D]; u_next: [U] or None."""
+        P = means.shape[0]
+        center = adapted_terms(means, log_pred, scale, y_t, mask_t)[0].reshape(P * K, D)
+        if u_next is None:
+            jac = jax.vmap(jax.jacfwd(g.dynamics))(center)  # [P K, K, D, D]
+            f_center = jax.vmap(g.dynamics)(center)  # [P K, K, D]
+            log_trans = log_transitions(g, center)
+        else:
+            u_rep = jnp.broadcast_to(u_next, (P * K,) + u_next.shape)
+            jac = jax.vmap(jax.jacfwd(g.dynamics))(center, u_rep)
+            f_center = jax.vmap(g.dynamics)(center, u_rep)
+            log_trans = log_transitions(g, center, u_rep)
+        A = jac.reshape(P, K, K, D, D)  # [p, j, k, out, in]
+        b = f_center.reshape(P, K, K, D) - jnp.einsum("pjkei,pji->pjke", A, center.reshape(P, K, D))
+        if log_trans.ndim == 2:  # p(k | j), the same everywhere
+            row = jnp.broadcast_to(log_trans, (P, K, K))
+        else:  # row j of the transitions at particle p's centre under j
+            row = jnp.einsum("pjjk->pjk", log_trans.reshape(P, K, K, K))
+        CWC_t, CWy_t, const_t = observed(y_t, mask_t)
+        CWC_n, CWy_n, const_n = observed(y_next, mask_next)
+        prior_prec = 1.0 / scale**2  # [K(j), D]
+        q_prec = 1.0 / g.process_scale**2  # [K(k), D]
+        AtQ = jnp.einsum("pjkei,ke->pjkie", A, q_prec)  # A^T Q_k^{-1}
+        top_left = (jax.vmap(jnp.diag)(prior_prec) + CWC_t)[None, :, None] + jnp.einsum(
+            "pjkie,pjkef->pjkif", AtQ, A
+        )
+        bottom_right = jnp.broadcast_to(
+            (jax.vmap(jnp.diag)(q_prec) + CWC_n)[None, None], (P, K, K, D, D)
+        )
+        precision = jnp.concatenate(
+            [
+                jnp.concatenate([top_left, -AtQ], -1),
+                jnp.concatenate([-jnp.swapaxes(AtQ, -1, -2), bottom_right], -1),
+            ],
+            -2,
+        )  # [P, K, K, 2D, 2D] over (h_t, h_{t+1})
+        info = jnp.concatenate(
+            [
+                jnp.broadcast_to((means * prior_prec + CWy_t)[:, :, None], (P, K, K, D))
+                - jnp.einsum("pjkie,pjke->pjki", AtQ, b),
+                b * q_prec + CWy_n,
+            ],
+            -1,
+        )
+        const = (
+            ((means**2) * prior_prec + jnp.log(2 * jnp.pi * scale**2)).sum(-1)[:, :, None]
+            + ((b**2) * q_prec).sum(-1)
+            + jnp.log(2 * jnp.pi * g.process_scale**2).sum(-1)
+            + const_t
+            + const_n
+        )  # [P, K, K]
+        chol = jnp.linalg.cholesky(precision)
+        solved = jax.scipy.linalg.cho_solve((chol, True), info[..., None])[..., 0]
+        log_det = 2 * jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
+        log_integral = -0.5 * (const - (info * solved).sum(-1) + log_det) + D * jnp.log(2 * jnp.pi)
+        log_mix = (log_pred[:, :, None] + row + log_integral).reshape(P, K * K)
+        cov = jnp.linalg.inv(precision)[..., :D, :D].reshape(P, K * K, D, D)
+        cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+        mean = solved[..., :D].reshape(P, K * K, D)
+        components = dist.MultivariateNormal(mean, covariance_matrix=cov)
+        k_pair, k_h = jax.random.split(key)
+        pair = jax.random.categorical(k_pair, log_mix)  # [P]
+        chol_h = jnp.linalg.cholesky(cov[jnp.arange(P), pair])
+        h = mean[jnp.arange(P), pair] + jnp.einsum(
+            "pij,pj->pi", chol_h, jax.random.normal(k_h, (P, D))
+        )
+        log_r = jax.nn.logsumexp(
+            jax.nn.log_softmax(log_mix, -1) + components.log_prob(h[:, None, :]), -1
+        )
+        return h, log_r
 
     def mixed(key, q, means, log_pred, scale):
         """Draw from a q + (1 - a) prior: (h [P, D], log p(h | past) [P], log r(h) [P], new
@@ -168,13 +288,40 @@ def smc_log_marginals(
     u = jnp.zeros(y.shape[:2] + (0,)) if u is None else u
 
     def one_trial(key, y, mask, features, u):
+        T = y.shape[0]
+        no_inputs = u.shape[-1] == 0
+
+        def looked_ahead(key, means, log_pred, scale, t, look_before):
+            """The lookahead step into bin t: (particles, incremental log weight). The weight
+            multiplies in L_{t+1} = log p(y_{t+1} | h_{1:t}) and divides out L_t, so the
+            particles after bin t target p(h_{1:t} | y_{1:t+1}); the L's cancel over a
+            trial (the last bin has none ahead)."""
+            t_next = jnp.minimum(t + 1, T - 1)
+            mask_next = mask[t_next] & (t + 1 < T)
+            u_next = None if no_inputs else u[t_next]
+            h, log_r = lookahead(
+                key, means, log_pred, scale, y[t], mask[t], y[t_next], mask_next, u_next
+            )
+            log_prior, log_alpha = prior_log_prob(h, means, log_pred, scale)
+            means_next, pred_next = ahead(h, log_alpha, u_next)
+            look = jax.nn.logsumexp(
+                adapted_terms(means_next, pred_next, g.process_scale, y[t_next], mask_next)[2], -1
+            )
+            log_w = log_prior + emission(h, y[t], mask[t]) - log_r + look - look_before
+            return (h, log_alpha, look), log_w
+
         def init(key, P):
             log_alpha = jnp.broadcast_to(g.log_init, (P, K))  # h_1 says nothing of s_1
+            none_ahead = jnp.zeros(P)
+            if proposal == "lookahead":  # every state starts from the initial distribution
+                means = jnp.broadcast_to(g.initial.loc, (P, K, D))
+                scale = jnp.broadcast_to(g.initial.scale, (K, D))
+                return looked_ahead(key, means, log_alpha, scale, 0, none_ahead)
             if not use_guide:
                 means = jnp.broadcast_to(g.initial.loc, (P, 1, D))
                 scale = jnp.broadcast_to(g.initial.scale, (1, D))
                 h, log_w = adapted(key, means, jnp.zeros((P, 1)), scale, y[0], mask[0])
-                return (h, log_alpha), log_w
+                return (h, log_alpha, none_ahead), log_w
             q = guide_dist(jnp.zeros((P, D)), features[0])
             k_pick, k_q, k_p = jax.random.split(key, 3)
             h = jnp.where(
@@ -182,23 +329,20 @@ def smc_log_marginals(
             )
             log_prior = g.initial.log_prob(h).sum(-1)
             log_r = mixture_log_prob(q.log_prob(h).sum(-1), log_prior)
-            return (h, log_alpha), log_prior + emission(h, y[0], mask[0]) - log_r
+            return (h, log_alpha, none_ahead), log_prior + emission(h, y[0], mask[0]) - log_r
 
         def step(key, particles, t):
-            h_prev, log_alpha = particles
-            u_t = (
-                None if u.shape[-1] == 0 else jnp.broadcast_to(u[t], (h_prev.shape[0], u.shape[-1]))
-            )
-            log_trans = log_transitions(g, h_prev, u_t)  # [P, K, K] or [K, K]
-            log_pred = jax.nn.logsumexp(log_alpha[..., :, None] + log_trans, axis=-2)  # [P, K]
-            means = dynamics_means(g, h_prev, u_t)  # [P, K, D]
+            h_prev, log_alpha, look = particles
+            means, log_pred = ahead(h_prev, log_alpha, None if no_inputs else u[t])
+            if proposal == "lookahead":
+                return looked_ahead(key, means, log_pred, g.process_scale, t, look)
             if proposal == "optimal":
                 h, log_w = adapted(key, means, log_pred, g.process_scale, y[t], mask[t])
                 log_alpha = prior_log_prob(h, means, log_pred, g.process_scale)[1]
-                return (h, log_alpha), log_w
+                return (h, log_alpha, look), log_w
             q = guide_dist(h_prev, features[t])
             h, log_prior, log_r, log_alpha = mixed(key, q, means, log_pred, g.process_scale)
-            return (h, log_alpha), log_prior + emission(h, y[t], mask[t]) - log_r
+            return (h, log_alpha, look), log_prior + emission(h, y[t], mask[t]) - log_r
 
         return smc.log_marginal(key, init, step, y.shape[0], num_particles, ESS_THRESHOLD)
 
