@@ -219,27 +219,19 @@ def smc_log_marginals(
         prior_prec = 1.0 / scale**2  # [K(j), D]
         q_prec = 1.0 / g.process_scale**2  # [K(k), D]
         AtQ = jnp.einsum("pjkei,ke->pjkie", A, q_prec)  # A^T Q_k^{-1}
+        # Joint precision over (h_t, h_{t+1}): [[Lambda_tt, -A^T Q^-1], [-Q^-1 A, B_k]], with
+        # B_k = Q_k^-1 + C W_{t+1} C^T; h_{t+1} is integrated out first (Schur complement).
         top_left = (jax.vmap(jnp.diag)(prior_prec) + CWC_t)[None, :, None] + jnp.einsum(
             "pjkie,pjkef->pjkif", AtQ, A
         )
-        bottom_right = jnp.broadcast_to(
-            (jax.vmap(jnp.diag)(q_prec) + CWC_n)[None, None], (P, K, K, D, D)
-        )
-        precision = jnp.concatenate(
-            [
-                jnp.concatenate([top_left, -AtQ], -1),
-                jnp.concatenate([-jnp.swapaxes(AtQ, -1, -2), bottom_right], -1),
-            ],
-            -2,
-        )  # [P, K, K, 2D, 2D] over (h_t, h_{t+1})
-        info = jnp.concatenate(
-            [
-                jnp.broadcast_to((means * prior_prec + CWy_t)[:, :, None], (P, K, K, D))
-                - jnp.einsum("pjkie,pjke->pjki", AtQ, b),
-                b * q_prec + CWy_n,
-            ],
-            -1,
-        )
+        B = jax.vmap(jnp.diag)(q_prec) + CWC_n  # [K, D, D]
+        B_inv = jnp.linalg.inv(B)
+        info_t = jnp.broadcast_to(
+            (means * prior_prec + CWy_t)[:, :, None], (P, K, K, D)
+        ) - jnp.einsum("pjkie,pjke->pjki", AtQ, b)
+        info_next = b * q_prec + CWy_n  # [P, K, K, D]
+        precision = top_left - jnp.einsum("pjkie,kef,pjkgf->pjkig", AtQ, B_inv, AtQ)
+        info = info_t + jnp.einsum("pjkie,kef,pjkf->pjki", AtQ, B_inv, info_next)
         const = (
             ((means**2) * prior_prec + jnp.log(2 * jnp.pi * scale**2)).sum(-1)[:, :, None]
             + ((b**2) * q_prec).sum(-1)
@@ -247,24 +239,33 @@ def smc_log_marginals(
             + const_t
             + const_n
         )  # [P, K, K]
-        chol = jnp.linalg.cholesky(precision)
-        solved = jax.scipy.linalg.cho_solve((chol, True), info[..., None])[..., 0]
-        log_det = 2 * jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
-        log_integral = -0.5 * (const - (info * solved).sum(-1) + log_det) + D * jnp.log(2 * jnp.pi)
+        chol = jnp.linalg.cholesky(precision)  # of h_t's precision given (j, k), y_t, y_{t+1}
+        mean = jax.scipy.linalg.cho_solve((chol, True), info[..., None])[..., 0]
+        half_log_det = jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
+        log_integral = D * jnp.log(2 * jnp.pi) - 0.5 * (
+            const
+            - jnp.einsum("pjke,kef,pjkf->pjk", info_next, B_inv, info_next)
+            - (info * mean).sum(-1)
+            + jnp.linalg.slogdet(B)[1]
+            + 2 * half_log_det
+        )
         log_mix = (log_pred[:, :, None] + row + log_integral).reshape(P, K * K)
-        cov = jnp.linalg.inv(precision)[..., :D, :D].reshape(P, K * K, D, D)
-        cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
-        mean = solved[..., :D].reshape(P, K * K, D)
-        components = dist.MultivariateNormal(mean, covariance_matrix=cov)
+        chol, mean = chol.reshape(P, K * K, D, D), mean.reshape(P, K * K, D)
         k_pair, k_h = jax.random.split(key)
         pair = jax.random.categorical(k_pair, log_mix)  # [P]
-        chol_h = jnp.linalg.cholesky(cov[jnp.arange(P), pair])
-        h = mean[jnp.arange(P), pair] + jnp.einsum(
-            "pij,pj->pi", chol_h, jax.random.normal(k_h, (P, D))
-        )
-        log_r = jax.nn.logsumexp(
-            jax.nn.log_softmax(log_mix, -1) + components.log_prob(h[:, None, :]), -1
-        )
+        noise = jax.scipy.linalg.solve_triangular(  # L^-T z has covariance (L L^T)^-1
+            jnp.swapaxes(chol[jnp.arange(P), pair], -1, -2),
+            jax.random.normal(k_h, (P, D, 1)),
+            lower=False,
+        )[..., 0]
+        h = mean[jnp.arange(P), pair] + noise
+        white = jnp.einsum("pcij,pci->pcj", chol, h[:, None, :] - mean)  # L^T (h - mean)
+        log_density = (
+            jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
+            - 0.5 * (white**2).sum(-1)
+            - 0.5 * D * jnp.log(2 * jnp.pi)
+        )  # [P, K K]
+        log_r = jax.nn.logsumexp(jax.nn.log_softmax(log_mix, -1) + log_density, -1)
         return h, log_r
 
     def mixed(key, q, means, log_pred, scale):
