@@ -218,20 +218,24 @@ def smc_log_marginals(
         CWC_n, CWy_n, const_n = observed(y_next, mask_next)
         prior_prec = 1.0 / scale**2  # [K(j), D]
         q_prec = 1.0 / g.process_scale**2  # [K(k), D]
-        AtQ = jnp.einsum("pjkei,ke->pjkie", A, q_prec)  # A^T Q_k^{-1}
-        # Joint precision over (h_t, h_{t+1}): [[Lambda_tt, -A^T Q^-1], [-Q^-1 A, B_k]], with
-        # B_k = Q_k^-1 + C W_{t+1} C^T; h_{t+1} is integrated out first (Schur complement).
-        top_left = (jax.vmap(jnp.diag)(prior_prec) + CWC_t)[None, :, None] + jnp.einsum(
-            "pjkie,pjkef->pjkif", AtQ, A
-        )
+        # Given (j, k), integrating h_{t+1} ~ N(A h_t + b, Q_k) out against y_{t+1} adds
+        # A^T S_k A to h_t's precision and A^T G_k (C W (y_{t+1} - d) - C W C^T b) to its
+        # information, with B_k = Q_k^-1 + C W C^T, G_k = Q_k^-1 B_k^-1 and S_k = G_k C W C^T
+        # (= Q_k^-1 - Q_k^-1 B_k^-1 Q_k^-1, written without that difference's cancellation:
+        # the precision stays positive definite in float32).
         B = jax.vmap(jnp.diag)(q_prec) + CWC_n  # [K, D, D]
         B_inv = jnp.linalg.inv(B)
-        info_t = jnp.broadcast_to(
-            (means * prior_prec + CWy_t)[:, :, None], (P, K, K, D)
-        ) - jnp.einsum("pjkie,pjke->pjki", AtQ, b)
-        info_next = b * q_prec + CWy_n  # [P, K, K, D]
-        precision = top_left - jnp.einsum("pjkie,kef,pjkgf->pjkig", AtQ, B_inv, AtQ)
-        info = info_t + jnp.einsum("pjkie,kef,pjkf->pjki", AtQ, B_inv, info_next)
+        G = q_prec[:, :, None] * B_inv  # [K, D, D]
+        S = G @ CWC_n
+        S = 0.5 * (S + jnp.swapaxes(S, -1, -2))
+        precision = (jax.vmap(jnp.diag)(prior_prec) + CWC_t)[None, :, None] + jnp.einsum(
+            "pjkei,kef,pjkfg->pjkig", A, S, A
+        )
+        resid_next = CWy_n - jnp.einsum("ef,pjkf->pjke", CWC_n, b)  # [P, K, K, D]
+        info = (means * prior_prec + CWy_t)[:, :, None] + jnp.einsum(
+            "pjkei,kef,pjkf->pjki", A, G, resid_next
+        )
+        info_next = b * q_prec + CWy_n  # [P, K, K, D]: h_{t+1}'s information without h_t
         const = (
             ((means**2) * prior_prec + jnp.log(2 * jnp.pi * scale**2)).sum(-1)[:, :, None]
             + ((b**2) * q_prec).sum(-1)
