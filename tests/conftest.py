@@ -1,5 +1,6 @@
 """Shared fixtures. Tests that need ../shared/data skip with a reason when it is absent."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ def pytest_unconfigure(config):
     if _CACHE is not None and not hasattr(config, "workerinput"):  # the controller, at the end
         shutil.rmtree(_CACHE, ignore_errors=True)
 
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -51,3 +53,13 @@ def load_case_study(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def strict_json(text: str):
+    """``json.loads`` that refuses NaN and Infinity (Python's parser accepts them; strict JSON
+    parsers do not): ``ValueError`` naming the constant."""
+
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)

@@ -1,8 +1,6 @@
 """Simulation-based calibration: the exact posterior of a linear Gaussian model passes, a guide
 ten times too narrow (or wide) is flagged, and ``neurodyn check`` runs end to end."""
 
-import json
-
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +9,8 @@ import pytest
 from neurodyn.data import make_session
 from neurodyn.families import switching
 from neurodyn.inference import calibration
+
+from .conftest import strict_json
 
 A = 0.95 * np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
 Q, SIGMA = 0.3, 0.5
@@ -162,7 +162,7 @@ def test_check_end_to_end(runs, capsys):
     assert main([*argv, "--json", str(out), "--out", str(figures)]) == 0
     printed = capsys.readouterr().out
     assert "verdict:" in printed
-    numbers = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    numbers = strict_json(out.read_text())
     assert numbers["num_trials"] == 10 and numbers["num_timesteps"] == 30  # T of the fitted data
     assert numbers["verdict"] in ("calibrated", "over-confident", "under-confident", "biased")
     assert len(numbers["per_dimension"]) == 3 and 0 <= numbers["coverage_90"] <= 1

@@ -18,6 +18,8 @@ from neurodyn.families.switching.smc import smc_log_marginals
 from neurodyn.inference import runs, smc
 from neurodyn.models.switching import log_transitions
 
+from .conftest import strict_json
+
 
 def kalman(y, mask, path, A, b, q, C, d, r):
     """log p(y | s = path) of a linear-Gaussian model, float64: h_1 ~ N(0, I), h_t = A[s_t]
@@ -277,18 +279,14 @@ def test_evaluate_json_is_strict_with_null_and_a_note(tmp_path, capsys):
     out = tmp_path / "m.json"
     args = ["evaluate", str(run), str(tmp_path / "flat.npz"), "--horizon", "2", "--json", str(out)]
     assert main(args + ["--samples", "4", "--particles", "16"]) == 0
-
-    def refuse(name):
-        raise ValueError(f"non-strict JSON constant {name}")
-
-    printed = json.loads(capsys.readouterr().out, parse_constant=refuse)
-    metrics = json.loads(out.read_text(), parse_constant=refuse)
+    printed = strict_json(capsys.readouterr().out)
+    metrics = strict_json(out.read_text())
     assert printed == metrics
     assert metrics["recon_r2"] is None and "variance" in metrics["recon_r2_note"]
     assert metrics["forecast_r2"]["2"] is None and "variance" in metrics["forecast_r2"]["2_note"]
     assert np.isfinite(metrics["heldout_loglik_per_bin"]) and metrics["heldout_loglik_mcse"] >= 0
     with pytest.raises(ValueError, match="non-strict"):
-        json.loads('{"a": NaN}', parse_constant=refuse)
+        strict_json('{"a": NaN}')
 
 
 def test_write_json_turns_any_non_finite_number_into_null_with_a_note(tmp_path):

@@ -2,8 +2,6 @@
 converge, ``compare`` ranks the same way for two seeds with a small Monte Carlo error, and
 ``evaluate --json`` is strict JSON whose SMC kept enough particles alive."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -12,12 +10,7 @@ from neurodyn.data import make_session, save_session, split_trials
 from neurodyn.families import switching
 from neurodyn.inference import smc
 
-
-def strict(text: str) -> dict:
-    def refuse(name):
-        raise ValueError(f"non-standard JSON constant {name}")
-
-    return json.loads(text, parse_constant=refuse)
+from .conftest import strict_json
 
 
 @pytest.mark.slow
@@ -31,7 +24,7 @@ def test_lorenz_fits_converge_and_score_precisely(shared_data, tmp_path, capsys)
     for model in models:
         argv = ["fit", model, str(tmp_path / "train.npz"), "--out", str(tmp_path / model)]
         assert main(argv + ["--states", "2", "--latent-dim", "3", "--quiet"]) == 0
-        summary = strict((tmp_path / model / "metrics.json").read_text())
+        summary = strict_json((tmp_path / model / "metrics.json").read_text())
         assert summary["fit"]["converged"] is True, (model, summary["fit"])
     rankings = []
     for seed in (0, 1):
@@ -39,7 +32,7 @@ def test_lorenz_fits_converge_and_score_precisely(shared_data, tmp_path, capsys)
         runs = [str(tmp_path / model) for model in models]
         argv = ["compare", *runs, "--data", str(tmp_path / "test.npz"), "--seed", str(seed)]
         assert main(argv + ["--json", str(out)]) == 0
-        table = strict(out.read_text())
+        table = strict_json(out.read_text())
         for model in models:
             assert table[model]["estimator"] == "smc"
             assert table[model]["mcse"] < 2.0, (seed, model, table[model])
@@ -51,7 +44,7 @@ def test_lorenz_fits_converge_and_score_precisely(shared_data, tmp_path, capsys)
         main(["evaluate", str(tmp_path / "srnn"), str(tmp_path / "test.npz"), "--json", str(out)])
         == 0
     )
-    metrics = strict(out.read_text())
+    metrics = strict_json(out.read_text())
     assert metrics["heldout_estimator"] == "smc"
     assert metrics["smc_min_ess_fraction"] >= smc.MIN_ESS_FRACTION, metrics
     assert "warning" not in capsys.readouterr().err
